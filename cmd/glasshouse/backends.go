@@ -3,4 +3,5 @@ package main
 // The backends this binary can run on; each registers itself by name.
 import (
 	_ "glasshouse.dev/glasshouse/backend/fake"
+	_ "glasshouse.dev/glasshouse/backend/process"
 )

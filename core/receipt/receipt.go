@@ -14,6 +14,8 @@
 package receipt
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -186,13 +188,13 @@ type Profiling struct {
 	Events int64 `json:"events"`
 	// Dropped is the number of events lost; > 0 makes Status "partial".
 	Dropped int64 `json:"dropped"`
-	// Omitted counts entries cut to keep the receipt bounded. Any cut makes
-	// Status "partial".
+	// Omitted counts, per section, the events whose entries were cut to keep
+	// the receipt bounded. Any cut makes Status "partial".
 	Omitted Omitted `json:"omitted"`
 }
 
-// Omitted counts, per section, the entries cut from a receipt to bound its
-// size.
+// Omitted counts, per section, the events left out of a receipt to bound
+// its size.
 type Omitted struct {
 	Processes int64 `json:"processes"`
 	Files     int64 `json:"files"`
@@ -315,17 +317,21 @@ const TimestampLayout = "2006-01-02T15:04:05.000000000Z"
 // At returns t as a Timestamp.
 func At(t time.Time) Timestamp { return Timestamp{t.UTC()} }
 
-// MarshalText implements encoding.TextMarshaler.
-func (t Timestamp) MarshalText() ([]byte, error) {
-	return []byte(t.UTC().Format(TimestampLayout)), nil
+// MarshalJSON implements json.Marshaler. (It must be defined here: the
+// embedded time.Time's own MarshalJSON would otherwise be promoted.)
+func (t Timestamp) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + t.UTC().Format(TimestampLayout) + `"`), nil
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler. It accepts any RFC 3339
-// time.
-func (t *Timestamp) UnmarshalText(b []byte) error {
-	v, err := time.Parse(time.RFC3339Nano, string(b))
+// UnmarshalJSON implements json.Unmarshaler. It accepts any RFC 3339 time.
+func (t *Timestamp) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("timestamp: %w", err)
+	}
+	v, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return err
+		return fmt.Errorf("timestamp: %w", err)
 	}
 	t.Time = v.UTC()
 	return nil

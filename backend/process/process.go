@@ -1,0 +1,115 @@
+// Package process is the backend that runs workloads as host processes. It
+// gives no isolation — the workload shares the host's kernel, filesystem
+// and network namespace — so callers must opt into it explicitly. What it
+// does give is containment and accounting: each run gets its own cgroup,
+// created per run, that the child is started straight into (no window
+// before it is contained), that carries the memory, pids and CPU limits,
+// that is killed as a whole at timeout (double-forked daemons included) and
+// whose counters become the receipt's resources. Its cgroup id is the
+// profiling target of the host eBPF collector.
+//
+// Without root it falls back to a process group and rlimits, and says so in
+// the receipt's backend notes.
+//
+// A Backend is safe for concurrent use. Each Instance belongs to one run.
+package process
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"glasshouse.dev/glasshouse/core/execution"
+)
+
+// Name is the registry name of the process backend.
+const Name = "process"
+
+// Config configures the backend.
+type Config struct {
+	// StateDir holds per-run workspaces; empty means os.TempDir().
+	StateDir string
+	// CgroupParent is the cgroup, relative to each hierarchy's root, under
+	// which run cgroups are created. Default "glasshouse".
+	CgroupParent string
+	// UID and GID run the workload when Glasshouse runs as root. Default
+	// 65534 (nobody/nogroup); set RunAsRoot to keep root instead.
+	UID, GID  uint32
+	RunAsRoot bool
+	Logger    *slog.Logger
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if strings.Contains(c.CgroupParent, "..") || strings.HasPrefix(c.CgroupParent, "/") {
+		return fmt.Errorf("cgroup parent %q must be a relative path without ..", c.CgroupParent)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.StateDir == "" {
+		c.StateDir = os.TempDir()
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = "glasshouse"
+	}
+	if c.UID == 0 && c.GID == 0 && !c.RunAsRoot {
+		c.UID, c.GID = 65534, 65534
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func init() {
+	execution.Register(Name, func(o execution.Options) (execution.Backend, error) {
+		cfg := Config{StateDir: o.StateDir, Logger: o.Logger}
+		if v := o.Settings["process.cgroup-parent"]; v != "" {
+			cfg.CgroupParent = v
+		}
+		switch user := o.Settings["process.user"]; user {
+		case "", "nobody":
+		case "root":
+			cfg.RunAsRoot = true
+		default:
+			uid, gid, ok := strings.Cut(user, ":")
+			u, err1 := strconv.ParseUint(uid, 10, 32)
+			g, err2 := strconv.ParseUint(gid, 10, 32)
+			if !ok || err1 != nil || err2 != nil || u == 0 {
+				return nil, fmt.Errorf("setting process.user %q: want nobody, root or UID:GID", user)
+			}
+			cfg.UID, cfg.GID = uint32(u), uint32(g)
+		}
+		return New(cfg)
+	})
+}
+
+// Name implements execution.Backend.
+func (b *Backend) Name() string { return Name }
+
+// Capabilities implements execution.Backend.
+func (b *Backend) Capabilities() execution.Capabilities {
+	return execution.Capabilities{
+		Isolation: execution.IsolationNone,
+		Profiling: execution.ProfilingHostCgroup,
+		Requirements: execution.Requirements{
+			// Root gives cgroup containment and BPF network enforcement;
+			// without it the backend degrades, and says so.
+			Root: false,
+		},
+	}
+}
+
+// baseEnv is the environment every workload starts from; the spec's env is
+// added on top. Nothing else from the host is passed on.
+func baseEnv(workspace string) map[string]string {
+	return map[string]string{
+		"PATH":   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME":   workspace,
+		"TMPDIR": workspace + "/.tmp",
+		"LANG":   "C.UTF-8",
+	}
+}

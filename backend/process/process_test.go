@@ -1,0 +1,284 @@
+//go:build linux
+
+package process_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"glasshouse.dev/glasshouse/backend/process"
+	"glasshouse.dev/glasshouse/core/execution"
+	"glasshouse.dev/glasshouse/core/execution/executiontest"
+	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/internal/cgroup"
+	"glasshouse.dev/glasshouse/internal/testenv"
+)
+
+// newBackend returns a backend with its own state directory and cgroup
+// parent, so leftovers can be attributed to this test.
+func newBackend(t *testing.T) (*process.Backend, string, string) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "python3")
+	state := t.TempDir()
+	for _, d := range []string{state, filepath.Dir(state)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parent := "glasshouse-test-" + strconv.Itoa(os.Getpid())
+	b, err := process.New(process.Config{StateDir: state, CgroupParent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeParent(parent) })
+	return b, state, parent
+}
+
+func removeParent(parent string) {
+	l, err := cgroup.Detect()
+	if err != nil {
+		return
+	}
+	dirs := []string{filepath.Join(l.Unified, parent)}
+	for _, mnt := range l.V1 {
+		dirs = append(dirs, filepath.Join(mnt, parent))
+	}
+	for _, d := range dirs {
+		_ = os.Remove(d)
+	}
+}
+
+// leftovers reports processes carrying marker, and anything left in the
+// state directory or under the cgroup parent.
+func leftovers(state, parent string) func(string) []string {
+	return func(marker string) []string {
+		var out []string
+		needle := []byte(executiontest.MarkerEnv + "=" + marker)
+		procs, _ := filepath.Glob("/proc/[0-9]*/environ")
+		for _, p := range procs {
+			env, err := os.ReadFile(p)
+			if err != nil || !bytes.Contains(env, needle) {
+				continue
+			}
+			stat, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "stat"))
+			if fields := strings.Fields(string(stat)); len(fields) > 2 && fields[2] == "Z" {
+				continue // reaped momentarily by its parent, which is gone
+			}
+			out = append(out, "process "+filepath.Base(filepath.Dir(p))+": "+strings.TrimSpace(string(stat)))
+		}
+		if ents, _ := os.ReadDir(state); len(ents) > 0 {
+			for _, e := range ents {
+				out = append(out, "workspace "+filepath.Join(state, e.Name()))
+			}
+		}
+		l, err := cgroup.Detect()
+		if err != nil {
+			return append(out, err.Error())
+		}
+		roots := []string{l.Unified}
+		for _, mnt := range l.V1 {
+			roots = append(roots, mnt)
+		}
+		for _, r := range roots {
+			ents, _ := os.ReadDir(filepath.Join(r, parent))
+			for _, e := range ents {
+				if e.IsDir() {
+					out = append(out, "cgroup "+filepath.Join(r, parent, e.Name()))
+				}
+			}
+		}
+		return out
+	}
+}
+
+func TestConformance(t *testing.T) {
+	b, state, parent := newBackend(t)
+	executiontest.Run(t, executiontest.Harness{
+		Backend:   b,
+		Leftovers: leftovers(state, parent),
+		Timeout:   20 * time.Second,
+	})
+}
+
+func run(t *testing.T, b execution.Backend, spec execution.Spec) *execution.Run {
+	t.Helper()
+	e, err := execution.New(execution.Config{Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Timeout == 0 {
+		spec.Timeout = 30 * time.Second
+	}
+	r, err := e.Run(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestContainedFromFirstInstruction checks that the workload's very first
+// process is already in the run's cgroups, v1 controllers included.
+func TestContainedFromFirstInstruction(t *testing.T) {
+	b, _, parent := newBackend(t)
+	r := run(t, b, execution.Spec{Command: []string{"cat", "/proc/self/cgroup"}})
+	if r.Receipt.Outcome.Failure != receipt.FailureNone {
+		t.Fatalf("failure %q: %s", r.Receipt.Outcome.Failure, r.Result.Stderr)
+	}
+	l, err := cgroup.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(r.Result.Stdout)), "\n")
+	want := map[string]string{"": "/" + parent + "/"}
+	if l.Hybrid() {
+		for _, c := range []string{"memory", "cpu", "cpuacct"} {
+			if _, ok := l.V1[c]; ok {
+				want[c] = "/" + parent + "/"
+			}
+		}
+	}
+	for _, line := range lines {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for ctrl, prefix := range want {
+			if parts[1] == ctrl || (ctrl != "" && strings.Contains(","+parts[1]+",", ","+ctrl+",")) {
+				if !strings.HasPrefix(parts[2], prefix) {
+					t.Errorf("controller %q: cgroup %q, want under %q", ctrl, parts[2], prefix)
+				}
+				delete(want, ctrl)
+			}
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("controllers not found in /proc/self/cgroup: %v\n%s", want, r.Result.Stdout)
+	}
+	if r.Receipt.Backend.Containment != "cgroup" {
+		t.Errorf("containment = %q, want cgroup", r.Receipt.Backend.Containment)
+	}
+}
+
+func TestMemoryLimitEndsAsOOM(t *testing.T) {
+	b, _, _ := newBackend(t)
+	spec := execution.Spec{
+		Code:     "x = bytearray(512 << 20)\nprint(len(x))",
+		Language: execution.LanguagePython,
+		Limits:   execution.Limits{MemoryBytes: 64 << 20},
+	}
+	r := run(t, b, spec)
+	o := r.Receipt.Outcome
+	if o.Failure != receipt.FailureOOM || !o.OOMKilled {
+		t.Fatalf("outcome %+v, want oom", o)
+	}
+	if peak := r.Receipt.Resources.MemoryPeakBytes; peak > 64<<20 || peak < 16<<20 {
+		t.Errorf("memory peak %d outside (16MiB, 64MiB]", peak)
+	}
+}
+
+func TestPIDsLimit(t *testing.T) {
+	b, _, _ := newBackend(t)
+	code := `import os, sys
+n = 0
+for _ in range(64):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        import time; time.sleep(30); os._exit(0)
+    n += 1
+print(n)`
+	r := run(t, b, execution.Spec{Code: code, Language: execution.LanguagePython, Limits: execution.Limits{PIDs: 8}})
+	if r.Receipt.Outcome.Failure != receipt.FailureNone {
+		t.Fatalf("failure %q: %s", r.Receipt.Outcome.Failure, r.Result.Stderr)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(r.Result.Stdout)))
+	if err != nil || n != 7 {
+		t.Fatalf("forked %q children under a limit of 8 tasks, want 7", r.Result.Stdout)
+	}
+	if peak := r.Receipt.Resources.PIDsPeak; peak != 8 {
+		t.Errorf("pids peak %d, want 8", peak)
+	}
+}
+
+func TestResourcesAccounted(t *testing.T) {
+	b, _, _ := newBackend(t)
+	code := "import time\nx = bytearray(40 << 20)\nt = time.process_time()\nwhile time.process_time() - t < 0.2:\n    pass\nprint('done')"
+	r := run(t, b, execution.Spec{Code: code, Language: execution.LanguagePython})
+	res := r.Receipt.Resources
+	if res.CPUUserMS+res.CPUSystemMS < 150 {
+		t.Errorf("cpu %d+%d ms for a 200 ms busy loop", res.CPUUserMS, res.CPUSystemMS)
+	}
+	if res.MemoryPeakBytes < 40<<20 {
+		t.Errorf("memory peak %d below the 40 MiB allocated", res.MemoryPeakBytes)
+	}
+	if res.PIDsPeak != 1 {
+		t.Errorf("pids peak %d, want 1", res.PIDsPeak)
+	}
+}
+
+func TestRunsAsUnprivilegedUser(t *testing.T) {
+	b, _, _ := newBackend(t)
+	r := run(t, b, execution.Spec{Command: []string{"id", "-u"}})
+	if got := strings.TrimSpace(string(r.Result.Stdout)); got != "65534" {
+		t.Fatalf("uid %q, want 65534", got)
+	}
+}
+
+// TestCollectDoesNotFollowSymlinks plants a symlink to a host file where an
+// output is expected; collection must not read through it.
+func TestCollectDoesNotFollowSymlinks(t *testing.T) {
+	b, _, _ := newBackend(t)
+	secret := filepath.Join(t.TempDir(), "host-secret")
+	if err := os.WriteFile(secret, []byte("host secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, b, execution.Spec{
+		Command: []string{"ln", "-s", secret, "out.txt"},
+		Collect: []string{"out.txt"},
+	})
+	for _, f := range r.Result.Files {
+		if strings.Contains(string(f.Content), "secret") {
+			t.Fatalf("collected %s through a symlink: %q", f.Path, f.Content)
+		}
+	}
+	if !strings.Contains(strings.Join(r.Receipt.Backend.Notes, "\n"), "collect out.txt") {
+		t.Errorf("refused collection not noted: %q", r.Receipt.Backend.Notes)
+	}
+}
+
+func TestLookPathErrors(t *testing.T) {
+	b, _, _ := newBackend(t)
+	e, err := execution.New(execution.Config{Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, argv := range [][]string{{"/nonexistent/tool"}, {"./missing.sh"}, {"/etc"}, {"/etc/hostname"}} {
+		_, err := e.Run(context.Background(), execution.Spec{Command: argv, Timeout: time.Second})
+		if err == nil || !strings.Contains(err.Error(), argv[0]) {
+			t.Errorf("%v: err = %v, want a command-not-found error naming it", argv, err)
+		}
+	}
+}
+
+func ExampleBackend() {
+	b, err := process.New(process.Config{})
+	if err != nil {
+		panic(err)
+	}
+	e, _ := execution.New(execution.Config{Backend: b})
+	r, err := e.Run(context.Background(), execution.Spec{Code: "print(2+2)", Language: "python"})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Print(string(r.Result.Stdout))
+}

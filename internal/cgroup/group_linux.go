@@ -1,0 +1,438 @@
+//go:build linux
+
+package cgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Group is one run's cgroup: a cgroup2 directory and, on hybrid hosts, a
+// directory in each v1 controller. Release it with Remove.
+type Group struct {
+	layout *Layout
+	dir    string
+	fd     *os.File
+	id     uint64
+	// v1 maps a controller to the run's directory in it. For pids it is the
+	// outer directory; pidsInner is where the workload lives (see
+	// StartInGroup).
+	v1        map[string]string
+	pidsInner string
+	// created lists directories in creation order, removed in reverse.
+	created []string
+}
+
+var enableOnce sync.Map // cgroup2 dir -> error from enabling controllers
+
+// Create makes the group parent/name (parent is created if needed) with
+// the given limits. On failure nothing is left behind.
+func (l *Layout) Create(parent, name string, lim Limits) (g *Group, err error) {
+	if strings.Contains(name, "/") || name == "" || name == "." || name == ".." {
+		return nil, fmt.Errorf("create cgroup: invalid name %q", name)
+	}
+	g = &Group{layout: l, v1: map[string]string{}}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, g.Remove())
+			g = nil
+		}
+	}()
+	parentDir := filepath.Join(l.Unified, parent)
+	if err := os.MkdirAll(parentDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup parent: %w", err)
+	}
+	if !l.Hybrid() && (lim.MemoryBytes > 0 || lim.PIDs > 0 || lim.CPUMillis > 0) {
+		if err := enableControllers(l.Unified, parent); err != nil {
+			return nil, err
+		}
+	}
+	g.dir = filepath.Join(parentDir, name)
+	if err := g.mkdir(g.dir); err != nil {
+		return nil, err
+	}
+	fd, err := os.OpenFile(g.dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open cgroup: %w", err)
+	}
+	g.fd = fd
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fd.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("stat cgroup: %w", err)
+	}
+	g.id = st.Ino
+	if l.Hybrid() {
+		return g, g.createV1(parent, name, lim)
+	}
+	return g, g.limitV2(lim)
+}
+
+func enableControllers(unified, parent string) error {
+	key := filepath.Join(unified, parent)
+	v, _ := enableOnce.LoadOrStore(key, sync.OnceValue(func() error {
+		dir := unified
+		for _, part := range append([]string{""}, strings.Split(parent, "/")...) {
+			dir = filepath.Join(dir, part)
+			avail, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+			if err != nil {
+				return fmt.Errorf("enable cgroup controllers: %w", err)
+			}
+			var want []string
+			for _, c := range []string{"memory", "pids", "cpu"} {
+				if strings.Contains(" "+strings.TrimSpace(string(avail))+" ", " "+c+" ") {
+					want = append(want, "+"+c)
+				}
+			}
+			if len(want) > 0 {
+				if err := writeFile(dir, "cgroup.subtree_control", strings.Join(want, " ")); err != nil {
+					return fmt.Errorf("enable cgroup controllers in %s: %w", dir, err)
+				}
+			}
+		}
+		return nil
+	}))
+	return v.(func() error)()
+}
+
+func (g *Group) mkdir(dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("create cgroup: %w", err)
+	}
+	g.created = append(g.created, dir)
+	return nil
+}
+
+func (g *Group) createV1(parent, name string, lim Limits) error {
+	done := map[string]string{}
+	for _, c := range v1Controllers {
+		mnt, ok := g.layout.V1[c]
+		if !ok {
+			continue
+		}
+		dir := filepath.Join(mnt, parent, name)
+		if prev, shared := done[mnt]; shared {
+			g.v1[c] = prev // co-mounted controllers, e.g. cpu,cpuacct
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return fmt.Errorf("create %s cgroup parent: %w", c, err)
+		}
+		if err := g.mkdir(dir); err != nil {
+			return err
+		}
+		g.v1[c], done[mnt] = dir, dir
+	}
+	if dir, ok := g.v1["memory"]; ok && lim.MemoryBytes > 0 {
+		v := strconv.FormatInt(lim.MemoryBytes, 10)
+		if err := writeFile(dir, "memory.limit_in_bytes", v); err != nil {
+			return err
+		}
+		// Without swap accounting the file is absent; with it, swap must
+		// not extend the limit.
+		if _, err := os.Stat(filepath.Join(dir, "memory.memsw.limit_in_bytes")); err == nil {
+			if err := writeFile(dir, "memory.memsw.limit_in_bytes", v); err != nil {
+				return err
+			}
+		}
+	}
+	if dir, ok := g.v1["pids"]; ok {
+		// The workload lives in an inner group with the exact limit; the
+		// outer group allows one more task for the spawning thread.
+		g.pidsInner = filepath.Join(dir, "w")
+		if err := g.mkdir(g.pidsInner); err != nil {
+			return err
+		}
+		if lim.PIDs > 0 {
+			if err := writeFile(dir, "pids.max", strconv.FormatInt(lim.PIDs+1, 10)); err != nil {
+				return err
+			}
+			if err := writeFile(g.pidsInner, "pids.max", strconv.FormatInt(lim.PIDs, 10)); err != nil {
+				return err
+			}
+		}
+	}
+	if dir, ok := g.v1["cpu"]; ok && lim.CPUMillis > 0 {
+		if err := writeFile(dir, "cpu.cfs_period_us", "100000"); err != nil {
+			return err
+		}
+		if err := writeFile(dir, "cpu.cfs_quota_us", strconv.FormatInt(lim.CPUMillis*100, 10)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *Group) limitV2(lim Limits) error {
+	if lim.MemoryBytes > 0 {
+		if err := writeFile(g.dir, "memory.max", strconv.FormatInt(lim.MemoryBytes, 10)); err != nil {
+			return err
+		}
+		if _, err := os.Stat(filepath.Join(g.dir, "memory.swap.max")); err == nil {
+			if err := writeFile(g.dir, "memory.swap.max", "0"); err != nil {
+				return err
+			}
+		}
+		// An OOM ends the whole run, not just the largest process.
+		if err := writeFile(g.dir, "memory.oom.group", "1"); err != nil {
+			return err
+		}
+	}
+	if lim.PIDs > 0 {
+		if err := writeFile(g.dir, "pids.max", strconv.FormatInt(lim.PIDs, 10)); err != nil {
+			return err
+		}
+	}
+	if lim.CPUMillis > 0 {
+		if err := writeFile(g.dir, "cpu.max", fmt.Sprintf("%d 100000", lim.CPUMillis*100)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ID is the cgroup2 id (the directory's inode number), the value
+// bpf_get_current_cgroup_id returns for tasks in the group.
+func (g *Group) ID() uint64 { return g.id }
+
+// Path is the group's cgroup2 directory.
+func (g *Group) Path() string { return g.dir }
+
+// StartInGroup starts cmd inside the group, so that its first instruction
+// already runs contained. The child is cloned straight into the cgroup2
+// directory (CLONE_INTO_CGROUP). On hybrid hosts, v1 controllers have no
+// such flag, so the child is forked from an OS thread that was first moved
+// into the group's v1 directories: a child inherits the cgroups of the
+// thread that forks it. The thread is moved back afterwards; if that fails
+// it stays locked to its goroutine and the runtime retires it. The workload
+// is then moved into the inner pids group, whose peak counts only its own
+// tasks.
+//
+// cmd's I/O must be *os.File values or nil, so that Start spawns no
+// goroutines of its own.
+func (g *Group) StartInGroup(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = int(g.fd.Fd())
+	if len(g.v1) == 0 {
+		return cmd.Start()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- g.startFromThread(cmd)
+	}()
+	if err := <-errc; err != nil {
+		return err
+	}
+	if g.pidsInner != "" {
+		err := writeFile(g.pidsInner, "cgroup.procs", strconv.Itoa(cmd.Process.Pid))
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			return err
+		}
+	}
+	return nil
+}
+
+// startFromThread runs on a locked OS thread: it moves the thread into the
+// group's v1 directories, starts cmd and moves the thread back.
+func (g *Group) startFromThread(cmd *exec.Cmd) error {
+	tid := strconv.Itoa(unix.Gettid())
+	home, err := g.threadHome()
+	if err != nil {
+		return err
+	}
+	var startErr error
+	for _, c := range v1Controllers {
+		if dir, ok := g.v1[c]; ok {
+			if startErr = writeFile(dir, "tasks", tid); startErr != nil {
+				startErr = fmt.Errorf("enter %s cgroup: %w", c, startErr)
+				break
+			}
+		}
+	}
+	if startErr == nil {
+		startErr = cmd.Start()
+	}
+	for c, dir := range home {
+		if err := writeFile(dir, "tasks", tid); err != nil {
+			// Keep the thread locked: it is retired with its goroutine
+			// rather than reused from inside the run's cgroups.
+			return errors.Join(startErr, fmt.Errorf("leave %s cgroup: %w", c, err))
+		}
+	}
+	runtime.UnlockOSThread()
+	return startErr
+}
+
+// threadHome returns, for each v1 controller the group uses, the directory
+// the calling thread is in now.
+func (g *Group) threadHome() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/thread-self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("read thread cgroups: %w", err)
+	}
+	home := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, ctrl := range strings.Split(parts[1], ",") {
+			if _, used := g.v1[ctrl]; used {
+				home[ctrl] = filepath.Join(g.layout.V1[ctrl], parts[2])
+			}
+		}
+	}
+	return home, nil
+}
+
+// Kill sends SIGKILL to every process in the group, including daemons that
+// left their parent's session, and returns once the kernel accepted it.
+func (g *Group) Kill() error {
+	if err := writeFile(g.dir, "cgroup.kill", "1"); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	// Kernels before 5.14 have no cgroup.kill: kill what is listed until
+	// nothing is left; forks in between are caught by the next pass.
+	for i := 0; i < 100; i++ {
+		pids, err := g.procs()
+		if err != nil || len(pids) == 0 {
+			return err
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	return errors.New("kill cgroup: processes keep appearing")
+}
+
+func (g *Group) procs() ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(g.dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// Populated reports whether any process is left in the group.
+func (g *Group) Populated() (bool, error) {
+	m, err := readKeyed(filepath.Join(g.dir, "cgroup.events"))
+	if err != nil {
+		return false, fmt.Errorf("read cgroup.events: %w", err)
+	}
+	return m["populated"] != 0, nil
+}
+
+// WaitEmpty waits until no process is left in the group.
+func (g *Group) WaitEmpty(ctx context.Context) error {
+	delay := 50 * time.Microsecond
+	for {
+		pop, err := g.Populated()
+		if err != nil || !pop {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for cgroup to empty: %w", ctx.Err())
+		case <-time.After(delay):
+		}
+		if delay < 10*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// Stats are what the group's processes consumed.
+type Stats struct {
+	CPUUser, CPUSystem time.Duration
+	MemoryPeakBytes    int64
+	PIDsPeak           int64
+	OOMKills           int64
+}
+
+// Stats reads the group's accounting. Counters a kernel lacks stay zero.
+func (g *Group) Stats() (Stats, error) {
+	var s Stats
+	cpu, err := readKeyed(filepath.Join(g.dir, "cpu.stat"))
+	if err != nil {
+		return s, fmt.Errorf("read cpu.stat: %w", err)
+	}
+	s.CPUUser = time.Duration(cpu["user_usec"]) * time.Microsecond
+	s.CPUSystem = time.Duration(cpu["system_usec"]) * time.Microsecond
+	if !g.layout.Hybrid() {
+		s.MemoryPeakBytes, _ = readInt(filepath.Join(g.dir, "memory.peak"))
+		s.PIDsPeak, _ = readInt(filepath.Join(g.dir, "pids.peak"))
+		if ev, err := readKeyed(filepath.Join(g.dir, "memory.events")); err == nil {
+			s.OOMKills = ev["oom_kill"]
+		}
+		return s, nil
+	}
+	if dir, ok := g.v1["memory"]; ok {
+		s.MemoryPeakBytes, _ = readInt(filepath.Join(dir, "memory.max_usage_in_bytes"))
+		if oc, err := readKeyed(filepath.Join(dir, "memory.oom_control")); err == nil {
+			s.OOMKills = oc["oom_kill"]
+		}
+	}
+	if g.pidsInner != "" {
+		s.PIDsPeak, _ = readInt(filepath.Join(g.pidsInner, "pids.peak"))
+	}
+	return s, nil
+}
+
+// Remove deletes the group's directories in reverse order of creation. The
+// group must be empty (see Kill and WaitEmpty). It is idempotent.
+func (g *Group) Remove() error {
+	var errs []error
+	if g.fd != nil {
+		errs = append(errs, g.fd.Close())
+		g.fd = nil
+	}
+	for i := len(g.created) - 1; i >= 0; i-- {
+		dir := g.created[i]
+		err := rmdirRetry(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
+		}
+	}
+	g.created = nil
+	return errors.Join(errs...)
+}
+
+// rmdirRetry removes a cgroup directory, retrying briefly while the kernel
+// finishes releasing exited tasks (EBUSY).
+func rmdirRetry(dir string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		err = unix.Rmdir(dir)
+		if err == nil || !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err == nil {
+		return nil
+	}
+	return &os.PathError{Op: "rmdir", Path: dir, Err: err}
+}
