@@ -1,0 +1,6 @@
+package main
+
+// The backends this server can run on; each registers itself by name.
+import (
+	_ "glasshouse.dev/glasshouse/backend/process"
+)
