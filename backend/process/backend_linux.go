@@ -59,6 +59,15 @@ func (b *Backend) Available() error {
 	return nil
 }
 
+// defaultStateDir prefers /dev/shm when it is a tmpfs.
+func defaultStateDir() string {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &st); err == nil && st.Type == unix.TMPFS_MAGIC {
+		return "/dev/shm"
+	}
+	return os.TempDir()
+}
+
 // reachable checks that uid can traverse every directory down to dir.
 func reachable(dir string, uid uint32) error {
 	abs, err := filepath.Abs(dir)

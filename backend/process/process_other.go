@@ -5,6 +5,7 @@ package process
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 
 	"glasshouse.dev/glasshouse/core/execution"
@@ -12,6 +13,8 @@ import (
 
 // Backend is the process backend; it only runs on Linux.
 type Backend struct{ cfg Config }
+
+func defaultStateDir() string { return os.TempDir() }
 
 // New returns a backend that reports itself unavailable.
 func New(cfg Config) (*Backend, error) { return &Backend{cfg: cfg}, nil }

@@ -92,7 +92,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (help bool, e
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
-			fmt.Fprintf(stdout, "usage: glasshouse %s [FLAGS]\n", fs.Name())
+			fmt.Fprintf(stdout, "usage: glasshouse %s [FLAGS] [ARGS]\n", fs.Name())
 			fs.PrintDefaults()
 			return true, nil
 		}

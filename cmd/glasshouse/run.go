@@ -24,9 +24,6 @@ func init() {
 	register(command{name: "run", summary: "run a command or Python code in a sandbox and write its receipt", run: runCmd})
 }
 
-const runUsage = `usage: glasshouse run [FLAGS] -- CMD [ARGS...]
-       glasshouse run [FLAGS] --python FILE|-`
-
 type runFlags struct {
 	backend     string
 	timeout     time.Duration
@@ -71,7 +68,6 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.verbose, "verbose", false, "log what the engine does to stderr")
 	if help, err := parseFlags(fs, args, stdout); help || err != nil {
 		if err != nil {
-			fmt.Fprintln(stderr, runUsage)
 			return fail(stderr, "run", err)
 		}
 		return exitOK

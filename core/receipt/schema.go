@@ -1,19 +1,14 @@
 package receipt
 
 import (
-	"bytes"
 	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
+	"github.com/google/jsonschema-go/jsonschema"
 )
-
-var english = message.NewPrinter(language.English)
 
 // SchemaJSON is the JSON Schema (draft 2020-12) of receipt v1.
 //
@@ -23,72 +18,55 @@ var SchemaJSON []byte
 // ErrSchema means a document does not conform to the receipt schema.
 var ErrSchema = errors.New("receipt does not match schema")
 
-var compiled = sync.OnceValues(func() (*jsonschema.Schema, error) {
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(SchemaJSON))
-	if err != nil {
+// resolved is compiled on first use: programs that never validate (the run
+// path of the CLI) pay nothing for it.
+var resolved = sync.OnceValues(func() (*jsonschema.Resolved, error) {
+	var s jsonschema.Schema
+	if err := json.Unmarshal(SchemaJSON, &s); err != nil {
 		return nil, fmt.Errorf("parse receipt schema: %w", err)
 	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("receipt-v1.schema.json", doc); err != nil {
-		return nil, fmt.Errorf("load receipt schema: %w", err)
+	rs, err := s.Resolve(nil)
+	if err != nil {
+		return nil, fmt.Errorf("resolve receipt schema: %w", err)
 	}
-	return c.Compile("receipt-v1.schema.json")
+	return rs, nil
 })
 
 // ValidateSchema checks doc against the receipt v1 JSON Schema. The error
 // wraps ErrSchema and says where the document fails.
 func ValidateSchema(doc []byte) error {
-	s, err := compiled()
+	rs, err := resolved()
 	if err != nil {
 		return err
 	}
 	if len(doc) > MaxSize {
 		return fmt.Errorf("%w: %d bytes exceeds the %d byte limit", ErrMalformed, len(doc), MaxSize)
 	}
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
+	v, err := decodeGeneric(doc)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+		return err
 	}
-	if err := s.Validate(v); err != nil {
-		var ve *jsonschema.ValidationError
-		if errors.As(err, &ve) {
-			return fmt.Errorf("%w: %s", ErrSchema, describe(ve))
-		}
+	if err := rs.Validate(plain(v)); err != nil {
 		return fmt.Errorf("%w: %v", ErrSchema, err)
 	}
 	return nil
 }
 
-// describe flattens a validation error into "at /path: message" lines, the
-// most specific causes first.
-func describe(ve *jsonschema.ValidationError) string {
-	var out []string
-	var walk func(e *jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		if len(e.Causes) == 0 {
-			loc := "/" + joinPointer(e.InstanceLocation)
-			out = append(out, fmt.Sprintf("at %s: %s", loc, e.ErrorKind.LocalizedString(english)))
-			return
+// plain converts json.Number values, which the validator does not know,
+// into float64, as encoding/json would have decoded them.
+func plain(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = plain(e)
 		}
-		for _, c := range e.Causes {
-			walk(c)
+	case []any:
+		for i, e := range x {
+			x[i] = plain(e)
 		}
+	case json.Number:
+		f, _ := x.Float64()
+		return f
 	}
-	walk(ve)
-	b, _ := json.Marshal(out)
-	if len(out) == 1 {
-		return out[0]
-	}
-	return string(b)
-}
-
-func joinPointer(parts []string) string {
-	var b bytes.Buffer
-	for i, p := range parts {
-		if i > 0 {
-			b.WriteByte('/')
-		}
-		b.WriteString(p)
-	}
-	return b.String()
+	return v
 }

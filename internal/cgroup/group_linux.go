@@ -26,11 +26,12 @@ type Group struct {
 	dir    string
 	fd     *os.File
 	id     uint64
-	// v1 maps a controller to the run's directory in it. For pids it is the
-	// outer directory; pidsInner is where the workload lives (see
-	// StartInGroup).
-	v1        map[string]string
-	pidsInner string
+	// v1 maps a controller to the run's directory in it.
+	v1 map[string]string
+	// spawnPIDsPeak is the v1 pids peak right after the spawning thread
+	// left the group (see Stats).
+	spawnPIDsPeak int64
+	limits        Limits
 	// created lists directories in creation order, removed in reverse.
 	created []string
 }
@@ -43,7 +44,7 @@ func (l *Layout) Create(parent, name string, lim Limits) (g *Group, err error) {
 	if strings.Contains(name, "/") || name == "" || name == "." || name == ".." {
 		return nil, fmt.Errorf("create cgroup: invalid name %q", name)
 	}
-	g = &Group{layout: l, v1: map[string]string{}}
+	g = &Group{layout: l, v1: map[string]string{}, limits: lim}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, g.Remove())
@@ -147,20 +148,11 @@ func (g *Group) createV1(parent, name string, lim Limits) error {
 			}
 		}
 	}
-	if dir, ok := g.v1["pids"]; ok {
-		// The workload lives in an inner group with the exact limit; the
-		// outer group allows one more task for the spawning thread.
-		g.pidsInner = filepath.Join(dir, "w")
-		if err := g.mkdir(g.pidsInner); err != nil {
+	if dir, ok := g.v1["pids"]; ok && lim.PIDs > 0 {
+		// One more task than the workload may have: the spawning thread is
+		// counted while it forks (see StartInGroup).
+		if err := writeFile(dir, "pids.max", strconv.FormatInt(lim.PIDs+1, 10)); err != nil {
 			return err
-		}
-		if lim.PIDs > 0 {
-			if err := writeFile(dir, "pids.max", strconv.FormatInt(lim.PIDs+1, 10)); err != nil {
-				return err
-			}
-			if err := writeFile(g.pidsInner, "pids.max", strconv.FormatInt(lim.PIDs, 10)); err != nil {
-				return err
-			}
 		}
 	}
 	if dir, ok := g.v1["cpu"]; ok && lim.CPUMillis > 0 {
@@ -212,12 +204,15 @@ func (g *Group) Path() string { return g.dir }
 // StartInGroup starts cmd inside the group, so that its first instruction
 // already runs contained. The child is cloned straight into the cgroup2
 // directory (CLONE_INTO_CGROUP). On hybrid hosts, v1 controllers have no
-// such flag, so the child is forked from an OS thread that was first moved
-// into the group's v1 directories: a child inherits the cgroups of the
-// thread that forks it. The thread is moved back afterwards; if that fails
-// it stays locked to its goroutine and the runtime retires it. The workload
-// is then moved into the inner pids group, whose peak counts only its own
-// tasks.
+// such flag, so the child is forked from an OS thread that first moved
+// itself into the group's v1 directories — a child inherits the cgroups of
+// the thread that forks it — and moved itself back afterwards.
+//
+// The thread moves itself by writing "0" to the tasks files: the kernel
+// then migrates just the calling thread without taking the global
+// threadgroup lock, whose RCU grace period would otherwise cost every run
+// milliseconds. If moving back fails the thread stays locked to its
+// goroutine and the runtime retires it.
 //
 // cmd's I/O must be *os.File values or nil, so that Start spawns no
 // goroutines of its own.
@@ -238,10 +233,13 @@ func (g *Group) StartInGroup(cmd *exec.Cmd) error {
 	if err := <-errc; err != nil {
 		return err
 	}
-	if g.pidsInner != "" {
-		err := writeFile(g.pidsInner, "cgroup.procs", strconv.Itoa(cmd.Process.Pid))
-		if err != nil && !errors.Is(err, unix.ESRCH) {
-			return err
+	if dir, ok := g.v1["pids"]; ok {
+		g.spawnPIDsPeak, _ = readInt(filepath.Join(dir, "pids.peak"))
+		if g.limits.PIDs > 0 {
+			// The thread has left: the workload gets exactly its limit.
+			if err := writeFile(dir, "pids.max", strconv.FormatInt(g.limits.PIDs, 10)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -250,7 +248,6 @@ func (g *Group) StartInGroup(cmd *exec.Cmd) error {
 // startFromThread runs on a locked OS thread: it moves the thread into the
 // group's v1 directories, starts cmd and moves the thread back.
 func (g *Group) startFromThread(cmd *exec.Cmd) error {
-	tid := strconv.Itoa(unix.Gettid())
 	home, err := g.threadHome()
 	if err != nil {
 		return err
@@ -258,7 +255,7 @@ func (g *Group) startFromThread(cmd *exec.Cmd) error {
 	var startErr error
 	for _, c := range v1Controllers {
 		if dir, ok := g.v1[c]; ok {
-			if startErr = writeFile(dir, "tasks", tid); startErr != nil {
+			if startErr = writeFile(dir, "tasks", "0"); startErr != nil {
 				startErr = fmt.Errorf("enter %s cgroup: %w", c, startErr)
 				break
 			}
@@ -268,7 +265,7 @@ func (g *Group) startFromThread(cmd *exec.Cmd) error {
 		startErr = cmd.Start()
 	}
 	for c, dir := range home {
-		if err := writeFile(dir, "tasks", tid); err != nil {
+		if err := writeFile(dir, "tasks", "0"); err != nil {
 			// Keep the thread locked: it is retired with its goroutine
 			// rather than reused from inside the run's cgroups.
 			return errors.Join(startErr, fmt.Errorf("leave %s cgroup: %w", c, err))
@@ -395,8 +392,15 @@ func (g *Group) Stats() (Stats, error) {
 			s.OOMKills = oc["oom_kill"]
 		}
 	}
-	if g.pidsInner != "" {
-		s.PIDsPeak, _ = readInt(filepath.Join(g.pidsInner, "pids.peak"))
+	if dir, ok := g.v1["pids"]; ok {
+		s.PIDsPeak, _ = readInt(filepath.Join(dir, "pids.peak"))
+		// The spawning thread was counted while it forked: a peak no higher
+		// than the count at that moment was reached then, and includes it.
+		// (A workload that later reaches exactly that count again is
+		// reported one lower.)
+		if s.PIDsPeak <= g.spawnPIDsPeak && s.PIDsPeak > 1 {
+			s.PIDsPeak--
+		}
 	}
 	return s, nil
 }

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"glasshouse.dev/glasshouse/internal/testenv"
+)
+
+// BenchmarkRunOverhead measures the wall time of `glasshouse run -- python3
+// -c pass` against bare `python3 -c pass`, interleaved so both see the same
+// machine load, and reports the medians and their ratio.
+func BenchmarkRunOverhead(b *testing.B) {
+	testenv.RequireRoot(b)
+	python := testenv.RequireBinary(b, "python3")
+	if p, err := exec.LookPath("/usr/bin/python3"); err == nil {
+		python = p // the interpreter the sandbox's clean PATH finds
+	}
+	bin := filepath.Join(b.TempDir(), "glasshouse")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		b.Fatal(err)
+	}
+	timeIt := func(name string, args ...string) time.Duration {
+		cmd := exec.Command(name, args...)
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		return time.Since(start)
+	}
+	for i := 0; i < 5; i++ { // warm the page cache
+		timeIt(python, "-c", "pass")
+		timeIt(bin, "run", "--", "python3", "-c", "pass")
+	}
+	var bare, gh []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bare = append(bare, timeIt(python, "-c", "pass"))
+		gh = append(gh, timeIt(bin, "run", "--", "python3", "-c", "pass"))
+	}
+	b.StopTimer()
+	mb, mg := median(bare), median(gh)
+	b.ReportMetric(float64(mb.Microseconds())/1000, "bare-ms")
+	b.ReportMetric(float64(mg.Microseconds())/1000, "glasshouse-ms")
+	b.ReportMetric(float64(mg)/float64(mb), "ratio")
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
