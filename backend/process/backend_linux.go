@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -125,7 +126,9 @@ func (b *Backend) Prepare(ctx context.Context, spec execution.Spec) (execution.I
 // prepareWorkspace creates the workspace, owned by the workload's user, and
 // fills it with the spec's files and code.
 func (i *instance) prepareWorkspace() error {
-	dir, err := os.MkdirTemp(i.b.cfg.StateDir, "glasshouse-")
+	// The owner's pid in the name lets Reap tell a dead owner's leftovers
+	// from a live process's runs.
+	dir, err := os.MkdirTemp(i.b.cfg.StateDir, runPrefix+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return fmt.Errorf("create workspace: %w", err)
 	}

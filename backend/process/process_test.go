@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -281,4 +282,58 @@ func ExampleBackend() {
 		panic(err)
 	}
 	fmt.Print(string(r.Result.Stdout))
+}
+
+// TestReapRemovesDeadOwnersRuns plants the remains of a run whose owner
+// died (a cgroup with a live daemon, a workspace) beside a live owner's, and
+// checks that Reap removes exactly the dead owner's.
+func TestReapRemovesDeadOwnersRuns(t *testing.T) {
+	b, state, parent := newBackend(t)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := cgroup.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadName := fmt.Sprintf("glasshouse-%d-1", dead.Process.Pid)
+	liveName := fmt.Sprintf("glasshouse-%d-1", os.Getpid())
+	var daemon *exec.Cmd
+	for _, name := range []string{deadName, liveName} {
+		g, err := l.Create(parent, name, cgroup.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(filepath.Join(state, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if name == deadName {
+			daemon = exec.Command("sleep", "100")
+			if err := g.StartInGroup(daemon); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			t.Cleanup(func() { _ = g.Remove() })
+		}
+	}
+	n, err := b.Reap(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("Reap = %d, %v; want 1 run removed", n, err)
+	}
+	if err := daemon.Wait(); err == nil {
+		t.Error("the dead owner's daemon exited cleanly instead of being killed")
+	}
+	if _, err := os.Stat(filepath.Join(l.Unified, parent, deadName)); !os.IsNotExist(err) {
+		t.Errorf("dead owner's cgroup still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(state, deadName)); !os.IsNotExist(err) {
+		t.Errorf("dead owner's workspace still there: %v", err)
+	}
+	for _, p := range []string{filepath.Join(l.Unified, parent, liveName), filepath.Join(state, liveName)} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("live owner's %s was reaped: %v", p, err)
+		}
+	}
+	_ = os.Remove(filepath.Join(state, liveName))
 }
