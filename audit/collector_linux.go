@@ -1,0 +1,610 @@
+//go:build linux
+
+package audit
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"glasshouse.dev/glasshouse/core/profiling"
+	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/ebpf/collector"
+)
+
+// globalSlot is the drops counter summed over all sessions (MAX_SLOTS-1 in
+// collector.bpf.c).
+const globalSlot = MaxSessions
+
+// Collector is the loaded host collector. See the package documentation.
+type Collector struct {
+	log       *slog.Logger
+	objs      collector.BPFObjects
+	links     []link.Link
+	rd        *ringbuf.Reader
+	sockHooks string // cgroup the socket hooks are attached to, or ""
+	loadTime  time.Duration
+
+	// monoToWall is wall-clock minus CLOCK_MONOTONIC, in nanoseconds.
+	monoToWall atomic.Int64
+
+	mu       sync.Mutex
+	closed   bool
+	byCgroup map[uint64]*session
+	freeSlot []uint32
+	nextID   uint32
+	// sessions maps session ids to sessions; replaced, never mutated, so
+	// the reader reads it without a lock.
+	sessions atomic.Pointer[map[uint32]*session]
+
+	events       atomic.Uint64
+	decodeErrors atomic.Uint64
+	readerDone   chan struct{}
+	closeOnce    sync.Once
+	closeErr     error
+
+	capsOnce sync.Once
+	caps     profiling.Capabilities
+}
+
+var _ profiling.Controller = (*Collector)(nil)
+
+// Open loads the collector's BPF programs and attaches them. Errors wrap
+// ErrInvalidConfig or ErrNotSupported (with the kernel's reason) when the
+// host cannot run it. The caller must call Close.
+func Open(cfg Config) (*Collector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if runtime.GOARCH != "amd64" {
+		return nil, fmt.Errorf("%w: the collector traces x86_64 syscalls; this is %s", ErrNotSupported, runtime.GOARCH)
+	}
+	start := time.Now()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("%w: remove memlock limit: %v", ErrNotSupported, err)
+	}
+	spec, err := collector.LoadBPF()
+	if err != nil {
+		return nil, fmt.Errorf("parse collector object: %w", err)
+	}
+	spec.Maps[collector.BPFMapEvents].MaxEntries = uint32(cfg.RingBytes)
+	c := &Collector{
+		log:        cfg.Logger,
+		byCgroup:   make(map[uint64]*session),
+		nextID:     1,
+		readerDone: make(chan struct{}),
+	}
+	for i := MaxSessions - 1; i >= 0; i-- {
+		c.freeSlot = append(c.freeSlot, uint32(i))
+	}
+	empty := map[uint32]*session{}
+	c.sessions.Store(&empty)
+	c.calibrate()
+	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("%w: load collector programs: %v", ErrNotSupported, ve)
+		}
+		return nil, fmt.Errorf("%w: load collector programs: %v", ErrNotSupported, err)
+	}
+	if err := c.attach(cfg.CgroupRoot); err != nil {
+		return nil, errors.Join(err, c.closeObjects())
+	}
+	c.rd, err = ringbuf.NewReader(c.objs.Events)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("open ring buffer: %w", err), c.closeObjects())
+	}
+	c.loadTime = time.Since(start)
+	go c.read()
+	c.log.Debug("collector loaded", "load_ms", c.loadTime.Milliseconds(), "socket_hooks", c.sockHooks)
+	return c, nil
+}
+
+// attach attaches the tracepoint programs and, when possible, the socket
+// hooks on the cgroup2 root.
+func (c *Collector) attach(cgroupRoot string) error {
+	tps := []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"sched_process_fork", c.objs.GhFork},
+		{"sched_process_exec", c.objs.GhExec},
+		{"sched_process_exit", c.objs.GhExit},
+		{"sys_exit", c.objs.GhSysExit},
+		{"sys_enter", c.objs.GhSysEnter},
+	}
+	for _, tp := range tps {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
+		if err != nil {
+			return fmt.Errorf("%w: attach raw tracepoint %s: %v", ErrNotSupported, tp.name, err)
+		}
+		c.links = append(c.links, l)
+	}
+	if cgroupRoot == "-" {
+		return nil
+	}
+	if cgroupRoot == "" {
+		cgroupRoot = cgroup2Mount()
+	}
+	if cgroupRoot == "" {
+		c.log.Warn("no cgroup2 mount: socket addresses will be read from process memory")
+		return nil
+	}
+	hooks := []struct {
+		attach ebpf.AttachType
+		prog   *ebpf.Program
+	}{
+		{ebpf.AttachCGroupInet4Connect, c.objs.GhConnect4},
+		{ebpf.AttachCGroupInet6Connect, c.objs.GhConnect6},
+		{ebpf.AttachCGroupUDP4Sendmsg, c.objs.GhSendmsg4},
+		{ebpf.AttachCGroupUDP6Sendmsg, c.objs.GhSendmsg6},
+		{ebpf.AttachCGroupInet4Bind, c.objs.GhBind4},
+		{ebpf.AttachCGroupInet6Bind, c.objs.GhBind6},
+	}
+	var attached []link.Link
+	for _, h := range hooks {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupRoot, Attach: h.attach, Program: h.prog})
+		if err != nil {
+			for _, l := range attached {
+				l.Close()
+			}
+			c.log.Warn("socket hooks unavailable: socket addresses will be read from process memory", "cgroup", cgroupRoot, "err", err)
+			return nil
+		}
+		attached = append(attached, l)
+	}
+	c.links = append(c.links, attached...)
+	c.sockHooks = cgroupRoot
+	return nil
+}
+
+// cgroup2Mount returns the first cgroup2 mount point, or "".
+func cgroup2Mount() string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint opts... - fstype source superopts
+		line := sc.Text()
+		sep := strings.Index(line, " - ")
+		if sep < 0 {
+			continue
+		}
+		post := strings.Fields(line[sep+3:])
+		pre := strings.Fields(line[:sep])
+		if len(post) > 0 && post[0] == "cgroup2" && len(pre) > 4 {
+			return unescapeMount(pre[4])
+		}
+	}
+	return ""
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(b byte) bool { return b >= '0' && b <= '7' }
+
+// calibrate measures the offset between CLOCK_MONOTONIC (bpf_ktime_get_ns)
+// and the wall clock.
+func (c *Collector) calibrate() {
+	var ts unix.Timespec
+	before := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return
+	}
+	after := time.Now()
+	wall := before.UnixNano() + after.Sub(before).Nanoseconds()/2
+	c.monoToWall.Store(wall - ts.Nano())
+}
+
+func (c *Collector) wallTime(ktime uint64) time.Time {
+	return time.Unix(0, int64(ktime)+c.monoToWall.Load()).UTC()
+}
+
+// Collector implements profiling.Controller.
+func (c *Collector) Collector() string { return receipt.CollectorEBPFHost }
+
+// Available implements profiling.Controller: nil until Close.
+func (c *Collector) Available() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// LoadTime is how long Open took to load and attach the programs.
+func (c *Collector) LoadTime() time.Duration { return c.loadTime }
+
+// SocketHooks returns the cgroup2 directory the socket hooks are attached
+// to, or "" when socket addresses are read from process memory.
+func (c *Collector) SocketHooks() string { return c.sockHooks }
+
+// Stats returns counters for metrics.
+func (c *Collector) Stats() Stats {
+	c.mu.Lock()
+	n := len(c.byCgroup)
+	c.mu.Unlock()
+	var dropped uint64
+	if c.objs.Drops != nil {
+		_ = c.objs.Drops.Lookup(uint32(globalSlot), &dropped)
+	}
+	return Stats{
+		Events:          c.events.Load(),
+		Dropped:         dropped,
+		Sessions:        n,
+		DecodeErrors:    c.decodeErrors.Load(),
+		RecursionMisses: c.recursionMisses(),
+	}
+}
+
+func (c *Collector) recursionMisses() uint64 {
+	var n uint64
+	for _, p := range []*ebpf.Program{c.objs.GhSysEnter, c.objs.GhSysExit, c.objs.GhFork, c.objs.GhExec, c.objs.GhExit} {
+		if p == nil {
+			continue
+		}
+		if s, err := p.Stats(); err == nil {
+			n += s.RecursionMisses
+		}
+	}
+	return n
+}
+
+// Start implements profiling.Controller: it registers target's cgroup and
+// returns once events of its processes (and of processes in descendant
+// cgroups) are delivered to sink. Errors wrap ErrInvalidTarget,
+// ErrTargetBusy, ErrTooManySessions or ErrClosed.
+func (c *Collector) Start(ctx context.Context, target profiling.Target, sink profiling.Sink) (profiling.Session, error) {
+	if target.CgroupID == 0 {
+		return nil, fmt.Errorf("%w: run %q has no cgroup id", ErrInvalidTarget, target.RunID)
+	}
+	if sink == nil {
+		return nil, fmt.Errorf("%w: nil sink", ErrInvalidTarget)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if s, ok := c.byCgroup[target.CgroupID]; ok {
+		return nil, fmt.Errorf("%w: cgroup %d is observed for run %q", ErrTargetBusy, target.CgroupID, s.target.RunID)
+	}
+	if len(c.freeSlot) == 0 {
+		return nil, fmt.Errorf("%w: all %d are in use", ErrTooManySessions, MaxSessions)
+	}
+	slot := c.freeSlot[len(c.freeSlot)-1]
+	id := c.nextID
+	c.nextID++
+	if c.nextID == 0 {
+		c.nextID = 1
+	}
+	if err := c.objs.Drops.Put(slot, uint64(0)); err != nil {
+		return nil, fmt.Errorf("reset drop counter: %w", err)
+	}
+	c.calibrate()
+	s := &session{
+		c:       c,
+		target:  target,
+		sink:    sink,
+		id:      id,
+		slot:    slot,
+		misses0: c.recursionMisses(),
+		marker:  make(chan struct{}),
+		exited:  newRecentPIDs(),
+	}
+	c.publish(func(m map[uint32]*session) { m[id] = s })
+	if err := c.objs.Targets.Update(target.CgroupID, collector.BPFGhTarget{Sess: id, Slot: slot}, ebpf.UpdateNoExist); err != nil {
+		c.publish(func(m map[uint32]*session) { delete(m, id) })
+		return nil, fmt.Errorf("register cgroup %d: %w", target.CgroupID, err)
+	}
+	c.freeSlot = c.freeSlot[:len(c.freeSlot)-1]
+	c.byCgroup[target.CgroupID] = s
+	c.log.Debug("profiling session started", "run_id", target.RunID, "cgroup_id", target.CgroupID, "session", id)
+	return s, nil
+}
+
+// publish replaces the session map with a modified copy. c.mu must be held.
+func (c *Collector) publish(f func(map[uint32]*session)) {
+	old := *c.sessions.Load()
+	m := make(map[uint32]*session, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	f(m)
+	c.sessions.Store(&m)
+}
+
+// release frees the slot of a stopped session.
+func (c *Collector) release(s *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.publish(func(m map[uint32]*session) { delete(m, s.id) })
+	if c.byCgroup[s.target.CgroupID] == s {
+		delete(c.byCgroup, s.target.CgroupID)
+	}
+	c.freeSlot = append(c.freeSlot, s.slot)
+}
+
+// read is the single reader goroutine: it decodes records and hands them to
+// their sessions.
+func (c *Collector) read() {
+	defer close(c.readerDone)
+	var rec ringbuf.Record
+	for {
+		if err := c.rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return
+			}
+			c.log.Error("read ring buffer", "err", err)
+			continue
+		}
+		c.handle(rec.RawSample)
+	}
+}
+
+func (c *Collector) handle(raw []byte) {
+	c.events.Add(1)
+	r, err := decodeRecord(raw)
+	sessions := *c.sessions.Load()
+	if err != nil {
+		c.decodeErrors.Add(1)
+		for _, id := range r.Sess {
+			if s := sessions[id]; s != nil {
+				s.decodeError()
+			}
+		}
+		return
+	}
+	if r.Kind == evMarker {
+		if len(r.Sess) == 1 {
+			if s := sessions[r.Sess[0]]; s != nil {
+				s.markerSeen()
+			}
+		}
+		return
+	}
+	for _, id := range r.Sess {
+		if s := sessions[id]; s != nil {
+			s.deliver(&r)
+		}
+	}
+}
+
+// Close detaches every program, stops the reader and frees the kernel
+// objects. Sessions still active are stopped with what was delivered. It
+// is safe to call more than once.
+func (c *Collector) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		active := make([]*session, 0, len(c.byCgroup))
+		for _, s := range c.byCgroup {
+			active = append(active, s)
+		}
+		c.mu.Unlock()
+		var errs []error
+		for _, l := range c.links {
+			errs = append(errs, l.Close())
+		}
+		c.links = nil
+		if c.rd != nil {
+			errs = append(errs, c.rd.Close())
+			<-c.readerDone
+		}
+		for _, s := range active {
+			s.abandon()
+		}
+		errs = append(errs, c.closeObjects())
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+func (c *Collector) closeObjects() error {
+	var errs []error
+	for _, l := range c.links {
+		errs = append(errs, l.Close())
+	}
+	c.links = nil
+	errs = append(errs, c.objs.Close())
+	return errors.Join(errs...)
+}
+
+// session is one target's observation.
+type session struct {
+	c       *Collector
+	target  profiling.Target
+	sink    profiling.Sink
+	id      uint32
+	slot    uint32
+	misses0 uint64
+	marker  chan struct{}
+
+	// mu serialises the reader's deliveries with Stop.
+	mu           sync.Mutex
+	stopped      bool
+	sawMarker    bool
+	events       int64
+	decodeErrors int64
+	truncated    int64
+	blind        blindSet
+	exited       *recentPIDs
+
+	stopOnce sync.Once
+	report   profiling.Report
+	stopErr  error
+}
+
+func (s *session) deliver(r *record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	if r.pathTruncated() {
+		s.truncated++
+	}
+	switch r.Kind {
+	case evCompat:
+		s.blind.add(fmt.Sprintf("32-bit syscalls (int 0x80) by pid %d are not traced", r.PID))
+		return
+	case evSyscall:
+		if r.NR == sysIOURingSetup && r.Ret >= 0 {
+			s.blind.add(fmt.Sprintf("io_uring_setup by pid %d: io_uring operations are not traced", r.PID))
+			return
+		}
+		if r.Family == afPacket && r.Ret >= 0 {
+			s.blind.add(fmt.Sprintf("packet socket used by pid %d: raw packets are not described", r.PID))
+		}
+	case evFork, evExec:
+		s.exited.forget(int64(r.PID))
+	case evExit:
+		// Two threads exiting at once can both see the group dead.
+		if !s.exited.add(int64(r.PID)) {
+			return
+		}
+	}
+	ev := r.toEvent(s.c.wallTime)
+	if ev == nil {
+		return
+	}
+	s.sink.Add(ev)
+	s.events++
+}
+
+func (s *session) decodeError() {
+	s.mu.Lock()
+	s.decodeErrors++
+	s.mu.Unlock()
+}
+
+func (s *session) markerSeen() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sawMarker {
+		return
+	}
+	s.sawMarker = true
+	s.stopped = true
+	close(s.marker)
+}
+
+// abandon ends a session whose collector closed under it.
+func (s *session) abandon() {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+}
+
+// Stop implements profiling.Session. It unregisters the cgroup, queues a
+// marker behind everything the target wrote, waits until the reader has
+// delivered up to the marker, and reports the session's drops and blind
+// spots. If ctx ends first, the report is partial and the error says so.
+func (s *session) Stop(ctx context.Context) (profiling.Report, error) {
+	s.stopOnce.Do(func() { s.report, s.stopErr = s.stop(ctx) })
+	return s.report, s.stopErr
+}
+
+func (s *session) stop(ctx context.Context) (profiling.Report, error) {
+	c := s.c
+	defer c.release(s)
+	if err := c.objs.Targets.Delete(s.target.CgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		c.log.Warn("unregister cgroup", "run_id", s.target.RunID, "err", err)
+	}
+	flushErr := s.flush(ctx)
+	var dropped uint64
+	if err := c.objs.Drops.Lookup(s.slot, &dropped); err != nil && flushErr == nil {
+		flushErr = fmt.Errorf("read drop counter: %w", err)
+	}
+	misses := c.recursionMisses() - s.misses0
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	rep := profiling.Report{Events: s.events, Dropped: int64(dropped)}
+	rep.Blind = s.blind.list()
+	if s.truncated > 0 {
+		rep.Blind = append(rep.Blind, fmt.Sprintf("%d paths were too long or too deep to record in full", s.truncated))
+	}
+	if s.decodeErrors > 0 {
+		rep.Blind = append(rep.Blind, fmt.Sprintf("%d kernel records could not be decoded", s.decodeErrors))
+	}
+	if misses > 0 {
+		rep.Blind = append(rep.Blind, fmt.Sprintf("the kernel skipped %d collector program runs (recursion) during this session", misses))
+	}
+	c.log.Debug("profiling session stopped", "run_id", s.target.RunID, "events", rep.Events, "dropped", rep.Dropped, "blind", len(rep.Blind))
+	return rep, flushErr
+}
+
+// flush queues a marker record for this session and waits until the reader
+// has passed it: every record written before it has then been delivered.
+func (s *session) flush(ctx context.Context) error {
+	c := s.c
+	wait := time.Millisecond
+	for {
+		ret, err := c.objs.GhMarker.Run(&ebpf.RunOptions{Context: []uint64{uint64(s.id)}})
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return ErrClosed
+			}
+			return fmt.Errorf("queue flush marker: %w", err)
+		}
+		if ret == 0 {
+			break
+		}
+		// The ring buffer is full: give the reader time to drain it.
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("flush events: %w", ctx.Err())
+		case <-c.readerDone:
+			t.Stop()
+			return ErrClosed
+		case <-t.C:
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+	select {
+	case <-s.marker:
+		return nil
+	case <-c.readerDone:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("flush events: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,1068 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/*
+ * Glasshouse host collector: observes the processes of registered cgroups
+ * (and their descendants) and writes what they do to one ring buffer.
+ *
+ * Hooks, all usable without kprobes or BPF LSM:
+ *   raw_tracepoint/sys_enter, sys_exit  file, exec-failure and network syscalls
+ *   raw_tracepoint/sched_process_fork   new processes (threads are skipped)
+ *   raw_tracepoint/sched_process_exec   successful execs (path, argv, cwd)
+ *   raw_tracepoint/sched_process_exit   exit of a process's last thread
+ *   cgroup/connect4|6, sendmsg4|6, bind4|6
+ *                                       kernel-copied socket addresses
+ *
+ * Strings are read at sys_exit (the kernel has copied them by then) or from
+ * kernel structures (the open file, the cwd, the exec'd file). Every record
+ * that cannot be written (ring buffer full, in-flight table full) is
+ * counted per session in the drops map, so user space can tell a complete
+ * observation from a partial one.
+ *
+ * Syscall numbers and struct pt_regs are x86_64.
+ */
+#include "include/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "include/glasshouse.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Force bpf2go to emit Go types for these. */
+const struct gh_event *unused_event __attribute__((unused));
+const struct gh_target *unused_target __attribute__((unused));
+
+#define AT_FDCWD -100
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define O_WRONLY 01
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define S_IFREG 0100000
+#define TS_COMPAT 0x0002
+
+/* x86_64 syscall numbers. */
+#define NR_open 2
+#define NR_connect 42
+#define NR_accept 43
+#define NR_sendto 44
+#define NR_sendmsg 46
+#define NR_bind 49
+#define NR_listen 50
+#define NR_execve 59
+#define NR_truncate 76
+#define NR_ftruncate 77
+#define NR_rename 82
+#define NR_mkdir 83
+#define NR_rmdir 84
+#define NR_creat 85
+#define NR_link 86
+#define NR_unlink 87
+#define NR_symlink 88
+#define NR_chmod 90
+#define NR_fchmod 91
+#define NR_openat 257
+#define NR_mkdirat 258
+#define NR_unlinkat 263
+#define NR_renameat 264
+#define NR_linkat 265
+#define NR_symlinkat 266
+#define NR_fchmodat 268
+#define NR_accept4 288
+#define NR_sendmmsg 307
+#define NR_renameat2 316
+#define NR_execveat 322
+#define NR_io_uring_setup 425
+#define NR_openat2 437
+#define NR_fchmodat2 452
+
+#define MAX_SLOTS 4097 /* sessions + one global counter (the last) */
+#define GLOBAL_SLOT (MAX_SLOTS - 1)
+
+struct match {
+	__u32 sess[GH_MAX_SESS];
+	__u32 slot[GH_MAX_SESS];
+	__u16 n;
+};
+
+/* A syscall of a target thread between sys_enter and sys_exit. */
+struct inflight {
+	__u64 args[6];
+	struct match m;
+	__u16 nr;
+	__u16 have_addr;
+	__u16 family;
+	__u16 port;
+	__u16 sotype;
+	__u16 proto;
+	__u8 addr[16];
+};
+
+struct evbuf {
+	__u8 data[GH_EVBUF];
+};
+
+struct pathbuf {
+	__u8 buf[GH_PATHBUF];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); /* user space sets the size at load */
+} events SEC(".maps");
+
+/* cgroup id -> session. Written by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SLOTS - 1);
+	__type(key, __u64);
+	__type(value, struct gh_target);
+} targets SEC(".maps");
+
+/* Per-session count of records that could not be written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+/* Processes already reported for 32-bit syscalls, to report each once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} compat_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct evbuf);
+} evbufs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pathbuf);
+} pathbufs SEC(".maps");
+
+/* ---- sessions ---------------------------------------------------------- */
+
+static __always_inline void count_drop(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&drops, &slot);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+static __always_inline void drop_all(const struct match *m)
+{
+	__u32 global = GLOBAL_SLOT;
+	count_drop(global);
+	for (int i = 0; i < GH_MAX_SESS; i++) {
+		if (i >= m->n)
+			break;
+		count_drop(m->slot[i]);
+	}
+}
+
+static __always_inline void add_match(struct match *m, __u64 id)
+{
+	struct gh_target *t = bpf_map_lookup_elem(&targets, &id);
+	if (!t)
+		return;
+	__u16 n = m->n;
+	if (n < GH_MAX_SESS) {
+		m->sess[n & (GH_MAX_SESS - 1)] = t->sess;
+		m->slot[n & (GH_MAX_SESS - 1)] = t->slot;
+		m->n = n + 1;
+	} else {
+		/* More nested targets than an event can carry: never silent. */
+		count_drop(t->slot);
+	}
+}
+
+/*
+ * The cgroup walks run under bpf_loop so that the verifier checks their
+ * body once instead of once per level.
+ */
+static long current_level(__u32 lvl, void *arg)
+{
+	struct match *m = arg;
+	__u64 id = bpf_get_current_ancestor_cgroup_id(lvl);
+	if (!id)
+		return 1;
+	add_match(m, id);
+	return 0;
+}
+
+/* Sessions of the current task: its cgroup and every ancestor. */
+static __always_inline int current_match(struct match *m)
+{
+	bpf_loop(GH_CGROUP_LEVELS, current_level, m, 0);
+	return m->n;
+}
+
+struct cgwalk {
+	struct match m;
+	__u64 cg;
+};
+
+static long task_level(__u32 i, void *arg)
+{
+	struct cgwalk *w = arg;
+	struct cgroup *cg = (struct cgroup *)w->cg;
+	if (!cg)
+		return 1;
+	__u64 id = BPF_CORE_READ(cg, kn, id);
+	add_match(&w->m, id);
+	w->cg = (__u64)BPF_CORE_READ(cg, self.parent);
+	return 0;
+}
+
+/* Sessions of another task (the child of a fork). */
+static __always_inline int task_match(struct task_struct *t, struct match *m)
+{
+	struct cgwalk w = {};
+	w.cg = (__u64)BPF_CORE_READ(t, cgroups, dfl_cgrp);
+	bpf_loop(GH_CGROUP_LEVELS, task_level, &w, 0);
+	*m = w.m;
+	return m->n;
+}
+
+/* ---- event assembly ---------------------------------------------------- */
+
+static __always_inline struct evbuf *start_event(__u32 kind, const struct match *m)
+{
+	__u32 zero = 0;
+	struct evbuf *b = bpf_map_lookup_elem(&evbufs, &zero);
+	if (!b)
+		return 0;
+	struct gh_event *h = (struct gh_event *)b->data;
+	__builtin_memset(h, 0, sizeof(*h));
+	__u64 pidtgid = bpf_get_current_pid_tgid();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	h->ktime = bpf_ktime_get_ns();
+	h->kind = kind;
+	h->pid = pidtgid >> 32;
+	h->tid = (__u32)pidtgid;
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = (__u32)bpf_get_current_uid_gid();
+	h->nsess = m->n;
+	for (int i = 0; i < GH_MAX_SESS; i++)
+		h->sess[i] = m->sess[i];
+	return b;
+}
+
+static __always_inline void submit(struct evbuf *b, __u32 size, const struct match *m)
+{
+	if (size > GH_EVBUF)
+		size = GH_EVBUF;
+	if (size < sizeof(struct gh_event))
+		size = sizeof(struct gh_event);
+	if (bpf_ringbuf_output(&events, b, size, 0))
+		drop_all(m);
+}
+
+/*
+ * The offset of the next string. The empty asm hides p's known range from
+ * the compiler so that it keeps the mask the verifier needs.
+ */
+static __always_inline __u32 str_off(__u32 p)
+{
+	asm volatile("" : "+r"(p));
+	return p & GH_STR_AREA_END;
+}
+
+static __always_inline void set_len(struct gh_event *h, int slot, __u32 len)
+{
+	switch (slot) {
+	case 0: h->len[0] = len; break;
+	case 1: h->len[1] = len; break;
+	case 2: h->len[2] = len; break;
+	default: h->len[3] = len; break;
+	}
+}
+
+/* Appends a user string as string slot; returns the new end. */
+static __always_inline __u32 put_user_str(struct evbuf *b, __u32 p, int slot, const void *uptr)
+{
+	struct gh_event *h = (struct gh_event *)b->data;
+	if (p > GH_STR_AREA_END) {
+		h->flags |= GH_F_TRUNC0 << slot;
+		return p;
+	}
+	long n = bpf_probe_read_user_str(&b->data[str_off(p)], GH_STR_MAX + 1, uptr);
+	if (n <= 1)
+		return p;
+	__u32 len = (__u32)(n - 1) & GH_STR_MAX;
+	if (len == GH_STR_MAX)
+		h->flags |= GH_F_TRUNC0 << slot; /* possibly cut */
+	set_len(h, slot, len);
+	return p + len;
+}
+
+/*
+ * GH_PATH_END, read from writable .data so that the verifier treats the
+ * walk offset as a bounded unknown instead of a chain of constants: the
+ * walk loop then verifies in a few passes instead of one per component.
+ */
+__u32 gh_path_end = GH_PATH_END;
+
+struct walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	__u64 mnt_off;
+	__u32 off;
+	__u32 done;
+	__u32 pseudo;
+};
+
+static long walk_step(__u32 i, void *arg)
+{
+	struct walk *w = arg;
+	__u32 zero = 0;
+	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	if (!pb)
+		return 1;
+	/* Copy out of the (local, non-kernel) struct before CO-RE reads. */
+	struct dentry *d = w->dentry;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt;
+	struct dentry *root = BPF_CORE_READ(vfsmnt, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == root) {
+		struct mount *mp = BPF_CORE_READ(mnt, mnt_parent);
+		if (mp == mnt || !mp) {
+			w->done = 1;
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = mp;
+		w->vfsmnt = (struct vfsmount *)((char *)mp + w->mnt_off);
+		return 0;
+	}
+	if (d == parent || !parent)
+		w->pseudo = 1;
+	struct qstr q = BPF_CORE_READ(d, d_name);
+	__u32 len = q.len;
+	if (len > 255)
+		len = 255;
+	__u32 off = w->off & GH_STR_MAX;
+	if (len + 1 > off)
+		return 1; /* too long: not done, so truncated */
+	off -= len;
+	bpf_probe_read_kernel(&pb->buf[off & GH_STR_MAX], len & 255, q.name);
+	off -= 1;
+	pb->buf[off & GH_STR_MAX] = '/';
+	w->off = off;
+	w->dentry = parent;
+	if (w->pseudo) {
+		w->done = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Appends the absolute path of (dentry, vfsmnt) as string slot, walking
+ * dentries and mounts up to the root of the mount namespace. It is a global
+ * function so that the verifier checks it once, not once per caller state;
+ * it returns the new end of the record.
+ */
+__attribute__((noinline)) __u32 gh_put_path(struct evbuf *b, __u32 p, __u32 slot, __u64 dentry, __u64 vfsmnt)
+{
+	if (!b || !dentry || !vfsmnt || slot >= GH_NSTR)
+		return p;
+	struct gh_event *h = (struct gh_event *)b->data;
+	if (p > GH_STR_AREA_END) {
+		h->flags |= GH_F_TRUNC0 << slot;
+		return p;
+	}
+	__u32 zero = 0;
+	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	if (!pb)
+		return p;
+	struct walk w = {
+		.dentry = (struct dentry *)dentry,
+		.vfsmnt = (struct vfsmount *)vfsmnt,
+		.mnt_off = bpf_core_field_offset(struct mount, mnt),
+		.off = gh_path_end & GH_STR_MAX,
+	};
+	w.mnt = (struct mount *)((char *)vfsmnt - w.mnt_off);
+	bpf_loop(GH_PATH_COMPONENTS, walk_step, &w, 0);
+	if (!w.done)
+		h->flags |= GH_F_TRUNC0 << slot;
+	if (w.pseudo && slot == 0)
+		h->flags |= GH_F_PSEUDO0;
+	__u32 off = w.off & GH_STR_MAX;
+	if (off >= GH_PATH_END) {
+		/* The root itself. */
+		off = GH_PATH_END - 1;
+		pb->buf[off & GH_STR_MAX] = '/';
+	}
+	__u32 len = (GH_PATH_END - off) & GH_STR_MAX;
+	bpf_probe_read_kernel(&b->data[str_off(p)], len, &pb->buf[off & GH_STR_MAX]);
+	set_len(h, slot, len);
+	return p + len;
+}
+
+static __always_inline __u32 put_path(struct evbuf *b, __u32 p, int slot, struct dentry *dentry, struct vfsmount *vfsmnt)
+{
+	return gh_put_path(b, p, slot, (__u64)dentry, (__u64)vfsmnt);
+}
+
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+{
+	if (fd < 0)
+		return 0;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return 0;
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned long)fd >= max)
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline __u32 put_file_path(struct evbuf *b, __u32 p, int slot, struct file *f)
+{
+	if (!f)
+		return p;
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct vfsmount *m = BPF_CORE_READ(f, f_path.mnt);
+	return put_path(b, p, slot, d, m);
+}
+
+/* Appends the directory a dirfd-relative path is resolved against. */
+static __always_inline __u32 put_base(struct evbuf *b, __u32 p, int slot, struct task_struct *task, long dfd)
+{
+	struct dentry *d = 0;
+	struct vfsmount *m = 0;
+	if ((int)dfd == AT_FDCWD) {
+		d = BPF_CORE_READ(task, fs, pwd.dentry);
+		m = BPF_CORE_READ(task, fs, pwd.mnt);
+	} else {
+		struct file *f = fd_file(task, dfd);
+		if (f) {
+			d = BPF_CORE_READ(f, f_path.dentry);
+			m = BPF_CORE_READ(f, f_path.mnt);
+		}
+	}
+	return put_path(b, p, slot, d, m);
+}
+
+/*
+ * Appends a user path as string slot and, when it is relative, the
+ * directory it is relative to as slot+1.
+ */
+static __always_inline __u32 put_user_path(struct evbuf *b, __u32 p, int slot, struct task_struct *task, long dfd, const void *uptr)
+{
+	__u32 start = p;
+	p = put_user_str(b, p, slot, uptr);
+	__u8 first = 0;
+	if (p > start && start <= GH_STR_AREA_END)
+		first = b->data[start & (GH_EVBUF - 1)];
+	if (first == '/')
+		return p;
+	return put_base(b, p, slot + 1, task, dfd);
+}
+
+/* ---- sockets ----------------------------------------------------------- */
+
+static __always_inline struct socket *fd_socket(struct task_struct *task, long fd)
+{
+	struct file *f = fd_file(task, fd);
+	if (!f)
+		return 0;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	return BPF_CORE_READ(f, private_data);
+}
+
+/* Fills sotype/proto, and family; returns the struct sock. */
+static __always_inline struct sock *sock_info(struct gh_event *h, struct socket *s)
+{
+	if (!s)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(s, sk);
+	h->sotype = BPF_CORE_READ(s, type);
+	if (sk) {
+		h->proto = BPF_CORE_READ(sk, sk_protocol);
+		if (!h->family)
+			h->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	}
+	h->flags |= GH_F_SOCK;
+	return sk;
+}
+
+/* The socket's own (local) or peer address. */
+static __always_inline void sock_addr(struct gh_event *h, struct sock *sk, int peer)
+{
+	if (!sk)
+		return;
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	h->family = fam;
+	if (fam == AF_INET) {
+		__u32 a = peer ? BPF_CORE_READ(sk, __sk_common.skc_daddr) : BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__builtin_memcpy(h->addr, &a, 4);
+	} else if (fam == AF_INET6) {
+		if (peer)
+			BPF_CORE_READ_INTO(&h->addr, sk, __sk_common.skc_v6_daddr);
+		else
+			BPF_CORE_READ_INTO(&h->addr, sk, __sk_common.skc_v6_rcv_saddr);
+	} else {
+		return;
+	}
+	if (peer)
+		h->port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	else
+		h->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	h->flags |= GH_F_ADDR;
+}
+
+/* Reads a sockaddr the caller passed (already copied by the kernel). */
+static __always_inline __u32 user_sockaddr(struct evbuf *b, __u32 p, const void *uaddr, __u64 ulen)
+{
+	struct gh_event *h = (struct gh_event *)b->data;
+	if (!uaddr || ulen < 2)
+		return p;
+	__u16 fam = 0;
+	bpf_probe_read_user(&fam, sizeof(fam), uaddr);
+	h->family = fam;
+	if (fam == AF_INET && ulen >= 8) {
+		__u16 port = 0;
+		bpf_probe_read_user(&port, 2, uaddr + 2);
+		bpf_probe_read_user(h->addr, 4, uaddr + 4);
+		h->port = bpf_ntohs(port);
+		h->flags |= GH_F_ADDR;
+	} else if (fam == AF_INET6 && ulen >= 24) {
+		__u16 port = 0;
+		bpf_probe_read_user(&port, 2, uaddr + 2);
+		bpf_probe_read_user(h->addr, 16, uaddr + 8);
+		h->port = bpf_ntohs(port);
+		h->flags |= GH_F_ADDR;
+	} else if (fam == AF_UNIX && ulen > 2) {
+		/* sun_path; an abstract name starts with NUL. */
+		__u32 n = ulen - 2;
+		if (n > 108)
+			n = 108;
+		if (p > GH_STR_AREA_END)
+			return p;
+		bpf_probe_read_user(&b->data[str_off(p)], n & 127, uaddr + 2);
+		h->len[0] = n;
+		h->flags |= GH_F_ADDR;
+		return p + n;
+	}
+	return p;
+}
+
+static __always_inline void inflight_addr(struct gh_event *h, const struct inflight *in)
+{
+	h->family = in->family;
+	h->port = in->port;
+	h->sotype = in->sotype;
+	h->proto = in->proto;
+	__builtin_memcpy(h->addr, in->addr, 16);
+	h->flags |= GH_F_ADDR | GH_F_ADDR_KERNEL;
+}
+
+/* ---- syscalls ---------------------------------------------------------- */
+
+static __always_inline int traced64(long nr)
+{
+	switch (nr) {
+	case NR_open: case NR_creat: case NR_openat: case NR_openat2:
+	case NR_execve: case NR_execveat:
+	case NR_unlink: case NR_unlinkat: case NR_rmdir: case NR_mkdir: case NR_mkdirat:
+	case NR_rename: case NR_renameat: case NR_renameat2:
+	case NR_link: case NR_linkat: case NR_symlink: case NR_symlinkat:
+	case NR_chmod: case NR_fchmod: case NR_fchmodat: case NR_fchmodat2:
+	case NR_truncate: case NR_ftruncate:
+	case NR_connect: case NR_bind: case NR_listen: case NR_accept: case NR_accept4:
+	case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
+	case NR_io_uring_setup:
+		return 1;
+	}
+	return 0;
+}
+
+/* i386 numbers of the same operations (int 0x80 from any process). */
+static __always_inline int traced32(long nr)
+{
+	switch (nr) {
+	case 5: case 8: case 9: case 10: case 11: case 15: case 38: case 39: case 40:
+	case 83: case 92: case 93: case 94: case 102: case 193: case 194:
+	case 295: case 296: case 301: case 302: case 303: case 304: case 306:
+	case 345: case 353: case 358:
+	case 361: case 362: case 363: case 364: case 369: case 370:
+	case 425: case 437: case 452:
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int in_compat(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 status = BPF_CORE_READ(task, thread_info.status);
+	return status & TS_COMPAT;
+}
+
+static __always_inline void report_compat(long nr)
+{
+	struct match m = {};
+	if (!current_match(&m))
+		return;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 one = 1;
+	if (bpf_map_update_elem(&compat_seen, &tgid, &one, BPF_NOEXIST))
+		return; /* already reported */
+	struct evbuf *b = start_event(GH_EV_COMPAT, &m);
+	if (!b)
+		return;
+	struct gh_event *h = (struct gh_event *)b->data;
+	h->nr = nr;
+	submit(b, sizeof(struct gh_event), &m);
+}
+
+SEC("raw_tracepoint/sys_enter")
+int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	long nr = ctx->args[1];
+	int t64 = traced64(nr), t32 = traced32(nr);
+	if (!t64 && !t32)
+		return 0;
+	if (in_compat()) {
+		if (t32)
+			report_compat(nr);
+		return 0;
+	}
+	if (!t64)
+		return 0;
+	struct inflight in = {};
+	if (!current_match(&in.m))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	in.nr = nr;
+	in.args[0] = BPF_CORE_READ(regs, di);
+	in.args[1] = BPF_CORE_READ(regs, si);
+	in.args[2] = BPF_CORE_READ(regs, dx);
+	in.args[3] = BPF_CORE_READ(regs, r10);
+	in.args[4] = BPF_CORE_READ(regs, r8);
+	in.args[5] = BPF_CORE_READ(regs, r9);
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	if (bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY))
+		drop_all(&in.m);
+	return 0;
+}
+
+/*
+ * What a file syscall's record holds: s0 (+ s1, its base directory) is the
+ * path operated on, either a file the kernel already opened (file) or a
+ * user path relative to dfd0; s2 (+ s3) is the second path of rename and
+ * link, or the verbatim content of a symlink (raw2).
+ */
+struct plan {
+	struct file *file;
+	const void *path0;
+	const void *path2;
+	long dfd0;
+	long dfd2;
+	int raw2;
+};
+
+static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struct task_struct *task, struct inflight *in, long ret)
+{
+	__u64 *a = in->args;
+	pl->dfd0 = AT_FDCWD;
+	pl->dfd2 = AT_FDCWD;
+	switch (in->nr) {
+	case NR_open:
+		pl->path0 = (const void *)a[0];
+		h->arg = a[1];
+		break;
+	case NR_creat:
+		pl->path0 = (const void *)a[0];
+		h->arg = O_CREAT | O_WRONLY | O_TRUNC;
+		break;
+	case NR_openat:
+		pl->dfd0 = a[0];
+		pl->path0 = (const void *)a[1];
+		h->arg = a[2];
+		break;
+	case NR_openat2: {
+		__u64 flags = 0;
+		bpf_probe_read_user(&flags, sizeof(flags), (const void *)a[2]);
+		pl->dfd0 = a[0];
+		pl->path0 = (const void *)a[1];
+		h->arg = flags;
+		break;
+	}
+	case NR_execve:
+	case NR_unlink:
+	case NR_rmdir:
+	case NR_mkdir:
+	case NR_chmod:
+	case NR_truncate:
+		pl->path0 = (const void *)a[0];
+		break;
+	case NR_execveat:
+		h->arg = a[4];
+		pl->dfd0 = a[0];
+		pl->path0 = (const void *)a[1];
+		break;
+	case NR_unlinkat:
+		h->arg = a[2];
+		pl->dfd0 = a[0];
+		pl->path0 = (const void *)a[1];
+		break;
+	case NR_fchmodat2:
+		h->arg = a[3];
+		/* fall through */
+	case NR_mkdirat:
+	case NR_fchmodat:
+		pl->dfd0 = a[0];
+		pl->path0 = (const void *)a[1];
+		break;
+	case NR_fchmod:
+	case NR_ftruncate:
+		pl->file = fd_file(task, a[0]);
+		break;
+	case NR_rename:
+	case NR_link:
+		pl->path0 = (const void *)a[0];
+		pl->path2 = (const void *)a[1];
+		break;
+	case NR_renameat2:
+	case NR_linkat:
+		h->arg = a[4];
+		/* fall through */
+	case NR_renameat:
+		pl->dfd0 = a[0];
+		pl->path0 = (const void *)a[1];
+		pl->dfd2 = a[2];
+		pl->path2 = (const void *)a[3];
+		break;
+	case NR_symlink:
+		pl->path0 = (const void *)a[1];
+		pl->path2 = (const void *)a[0];
+		pl->raw2 = 1;
+		break;
+	case NR_symlinkat:
+		pl->dfd0 = a[1];
+		pl->path0 = (const void *)a[2];
+		pl->path2 = (const void *)a[0];
+		pl->raw2 = 1;
+		break;
+	}
+	/* A successful open names the file the kernel opened. */
+	if ((in->nr == NR_open || in->nr == NR_creat || in->nr == NR_openat || in->nr == NR_openat2) && ret >= 0) {
+		struct file *f = fd_file(task, ret);
+		if (f)
+			pl->file = f;
+	}
+}
+
+static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_struct *task, struct inflight *in, long ret)
+{
+	struct gh_event *h = (struct gh_event *)b->data;
+	struct plan pl = {};
+	plan_file(&pl, h, task, in, ret);
+	if (pl.file) {
+		h->flags |= GH_F_RESOLVED0;
+		struct file *f = pl.file;
+		umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+		if ((mode & S_IFMT) != S_IFREG)
+			h->flags |= GH_F_NOTREG0;
+		struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+		struct vfsmount *m = BPF_CORE_READ(f, f_path.mnt);
+		p = put_path(b, p, 0, d, m);
+	} else if (pl.path0) {
+		p = put_user_path(b, p, 0, task, pl.dfd0, pl.path0);
+	}
+	if (pl.path2) {
+		if (pl.raw2)
+			p = put_user_str(b, p, 2, pl.path2);
+		else
+			p = put_user_path(b, p, 2, task, pl.dfd2, pl.path2);
+	}
+	return p;
+}
+
+/* Returns 0 when the call is not worth an event (a TCP send). */
+static __always_inline int exit_net(struct evbuf *b, __u32 *pp, struct task_struct *task, struct inflight *in, long ret)
+{
+	struct gh_event *h = (struct gh_event *)b->data;
+	__u32 p = *pp;
+	__u64 *a = in->args;
+	struct socket *s;
+	struct sock *sk;
+	switch (in->nr) {
+	case NR_connect:
+	case NR_bind:
+		s = fd_socket(task, a[0]);
+		if (in->have_addr)
+			inflight_addr(h, in);
+		else
+			p = user_sockaddr(b, p, (const void *)a[1], a[2]);
+		sock_info(h, s);
+		break;
+	case NR_listen:
+		s = fd_socket(task, a[0]);
+		sk = sock_info(h, s);
+		sock_addr(h, sk, 0);
+		break;
+	case NR_accept:
+	case NR_accept4:
+		/* The endpoint that accepted: the new socket's local address. */
+		s = fd_socket(task, ret >= 0 ? ret : (long)a[0]);
+		sk = sock_info(h, s);
+		sock_addr(h, sk, 0);
+		break;
+	default: /* sendto, sendmsg, sendmmsg */
+		s = fd_socket(task, a[0]);
+		sk = sock_info(h, s);
+		if (h->sotype != 2 /* SOCK_DGRAM */)
+			return 0;
+		if (in->have_addr) {
+			inflight_addr(h, in);
+			break;
+		}
+		const void *uaddr = 0;
+		__u64 ulen = 0;
+		if (in->nr == NR_sendto) {
+			uaddr = (const void *)a[4];
+			ulen = a[5];
+		} else {
+			/* struct msghdr / mmsghdr: msg_name, msg_namelen first. */
+			struct user_msghdr mh = {};
+			bpf_probe_read_user(&mh, sizeof(mh), (const void *)a[1]);
+			uaddr = mh.msg_name;
+			ulen = mh.msg_namelen;
+		}
+		if (uaddr)
+			p = user_sockaddr(b, p, uaddr, ulen);
+		else
+			sock_addr(h, sk, 1);
+		break;
+	}
+	*pp = p;
+	return 1;
+}
+
+SEC("raw_tracepoint/sys_exit")
+int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	if (!traced64(nr))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct inflight *in = bpf_map_lookup_elem(&inflight, &tid);
+	if (!in)
+		return 0;
+	long ret = ctx->args[1];
+	if (in->nr != nr || ((nr == NR_execve || nr == NR_execveat) && ret == 0)) {
+		/* A successful exec is reported by sched_process_exec. */
+		bpf_map_delete_elem(&inflight, &tid);
+		return 0;
+	}
+	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
+	if (!b) {
+		bpf_map_delete_elem(&inflight, &tid);
+		return 0;
+	}
+	struct gh_event *h = (struct gh_event *)b->data;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	h->nr = nr;
+	h->ret = ret;
+	__u32 p = sizeof(struct gh_event);
+	int emit = 1;
+	switch (nr) {
+	case NR_connect: case NR_bind: case NR_listen: case NR_accept: case NR_accept4:
+	case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
+		emit = exit_net(b, &p, task, in, ret);
+		break;
+	case NR_io_uring_setup:
+		break;
+	default:
+		p = exit_file(b, p, task, in, ret);
+		break;
+	}
+	if (emit)
+		submit(b, p, &in->m);
+	bpf_map_delete_elem(&inflight, &tid);
+	return 0;
+}
+
+/* ---- processes --------------------------------------------------------- */
+
+SEC("raw_tracepoint/sched_process_fork")
+int gh_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *parent = (struct task_struct *)ctx->args[0];
+	struct task_struct *child = (struct task_struct *)ctx->args[1];
+	__u32 pid = BPF_CORE_READ(child, pid);
+	__u32 tgid = BPF_CORE_READ(child, tgid);
+	if (pid != tgid)
+		return 0; /* a thread */
+	struct match m = {};
+	if (!task_match(child, &m))
+		return 0;
+	struct evbuf *b = start_event(GH_EV_FORK, &m);
+	if (!b)
+		return 0;
+	struct gh_event *h = (struct gh_event *)b->data;
+	h->pid = tgid;
+	h->tid = pid;
+	h->ppid = BPF_CORE_READ(child, real_parent, tgid);
+	if (!h->ppid)
+		h->ppid = BPF_CORE_READ(parent, tgid);
+	submit(b, sizeof(struct gh_event), &m);
+	return 0;
+}
+
+SEC("raw_tracepoint/sched_process_exec")
+int gh_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	__u32 old_pid = (__u32)ctx->args[1];
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	if (old_pid != tid)
+		bpf_map_delete_elem(&inflight, &old_pid); /* exec from a non-leader thread */
+	struct match m = {};
+	if (!current_match(&m))
+		return 0;
+	struct evbuf *b = start_event(GH_EV_EXEC, &m);
+	if (!b)
+		return 0;
+	struct gh_event *h = (struct gh_event *)b->data;
+	__u32 p = sizeof(struct gh_event);
+	struct file *f = BPF_CORE_READ(bprm, file);
+	p = put_file_path(b, p, 0, f);
+
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long start = BPF_CORE_READ(mm, arg_start);
+	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	if (end > start && p <= GH_STR_AREA_END) {
+		__u32 n = end - start;
+		if (n > GH_STR_MAX) {
+			n = GH_STR_MAX;
+			h->flags |= GH_F_TRUNC0 << 1;
+		}
+		if (bpf_probe_read_user(&b->data[str_off(p)], n & GH_STR_MAX, (const void *)start) == 0) {
+			h->len[1] = n;
+			p += n & GH_STR_MAX;
+		}
+	}
+	struct dentry *d = BPF_CORE_READ(task, fs, pwd.dentry);
+	struct vfsmount *mnt = BPF_CORE_READ(task, fs, pwd.mnt);
+	p = put_path(b, p, 2, d, mnt);
+	submit(b, p, &m);
+	return 0;
+}
+
+SEC("raw_tracepoint/sched_process_exit")
+int gh_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	__u64 pidtgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pidtgid;
+	bpf_map_delete_elem(&inflight, &tid);
+	/* Only the last thread reports: signal->live reached zero before this tracepoint. */
+	int live = BPF_CORE_READ(task, signal, live.counter);
+	if (live != 0)
+		return 0;
+	struct match m = {};
+	if (!current_match(&m))
+		return 0;
+	__u32 tgid = pidtgid >> 32;
+	bpf_map_delete_elem(&compat_seen, &tgid);
+	struct evbuf *b = start_event(GH_EV_EXIT, &m);
+	if (!b)
+		return 0;
+	struct gh_event *h = (struct gh_event *)b->data;
+	h->ret = BPF_CORE_READ(task, exit_code);
+	submit(b, sizeof(struct gh_event), &m);
+	return 0;
+}
+
+/*
+ * Flush barrier: user space runs this program (BPF_PROG_TEST_RUN) with the
+ * session id in args[0]. The marker is queued after every record already
+ * written, so once the reader sees it, it has seen everything before it.
+ * Returns 0 on success, 1 when the ring buffer is full (retry).
+ */
+SEC("raw_tracepoint/gh_marker")
+int gh_marker(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct gh_event *h = bpf_ringbuf_reserve(&events, sizeof(struct gh_event), 0);
+	if (!h)
+		return 1;
+	__builtin_memset(h, 0, sizeof(*h));
+	h->ktime = bpf_ktime_get_ns();
+	h->kind = GH_EV_MARKER;
+	h->sess[0] = (__u32)ctx->args[0];
+	h->nsess = 1;
+	bpf_ringbuf_submit(h, 0);
+	return 0;
+}
+
+/* ---- cgroup socket hooks: the kernel's copy of the address ---------------- */
+
+static __always_inline void capture_addr(struct bpf_sock_addr *ctx, int v6)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct inflight *in = bpf_map_lookup_elem(&inflight, &tid);
+	if (!in)
+		return;
+	in->have_addr = 1;
+	in->port = bpf_ntohs((__u16)ctx->user_port);
+	in->sotype = ctx->type;
+	in->proto = ctx->protocol;
+	if (v6) {
+		__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+		in->family = AF_INET6;
+		__builtin_memcpy(&in->addr[0], &w0, 4);
+		__builtin_memcpy(&in->addr[4], &w1, 4);
+		__builtin_memcpy(&in->addr[8], &w2, 4);
+		__builtin_memcpy(&in->addr[12], &w3, 4);
+	} else {
+		__u32 ip = ctx->user_ip4;
+		in->family = AF_INET;
+		__builtin_memset(in->addr, 0, 16);
+		__builtin_memcpy(in->addr, &ip, 4);
+	}
+}
+
+SEC("cgroup/connect4")
+int gh_connect4(struct bpf_sock_addr *ctx) { capture_addr(ctx, 0); return 1; }
+SEC("cgroup/connect6")
+int gh_connect6(struct bpf_sock_addr *ctx) { capture_addr(ctx, 1); return 1; }
+SEC("cgroup/sendmsg4")
+int gh_sendmsg4(struct bpf_sock_addr *ctx) { capture_addr(ctx, 0); return 1; }
+SEC("cgroup/sendmsg6")
+int gh_sendmsg6(struct bpf_sock_addr *ctx) { capture_addr(ctx, 1); return 1; }
+SEC("cgroup/bind4")
+int gh_bind4(struct bpf_sock_addr *ctx) { capture_addr(ctx, 0); return 1; }
+SEC("cgroup/bind6")
+int gh_bind6(struct bpf_sock_addr *ctx) { capture_addr(ctx, 1); return 1; }
