@@ -11,8 +11,8 @@ import (
 	"glasshouse.dev/glasshouse/internal/testenv"
 )
 
-// BenchmarkRunOverhead measures the wall time of `glasshouse run -- python3
-// -c pass` against bare `python3 -c pass`, interleaved so both see the same
+// BenchmarkRunOverhead measures the wall time of `glasshouse run --backend
+// process -- python3 -c pass` against bare `python3 -c pass`, interleaved so both see the same
 // machine load, and reports the medians and their ratio.
 func BenchmarkRunOverhead(b *testing.B) {
 	testenv.RequireRoot(b)
@@ -36,13 +36,13 @@ func BenchmarkRunOverhead(b *testing.B) {
 	}
 	for i := 0; i < 5; i++ { // warm the page cache
 		timeIt(python, "-c", "pass")
-		timeIt(bin, "run", "--", "python3", "-c", "pass")
+		timeIt(bin, "run", "--backend", "process", "--", "python3", "-c", "pass")
 	}
 	var bare, gh []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		bare = append(bare, timeIt(python, "-c", "pass"))
-		gh = append(gh, timeIt(bin, "run", "--", "python3", "-c", "pass"))
+		gh = append(gh, timeIt(bin, "run", "--backend", "process", "--", "python3", "-c", "pass"))
 	}
 	b.StopTimer()
 	mb, mg := median(bare), median(gh)

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/core/receipt"
 	"glasshouse.dev/glasshouse/internal/testenv"
 )
@@ -92,7 +94,7 @@ func TestRunExitCodes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, stdout, stderr := cli(t, append([]string{"run"}, tt.args...)...)
+			code, stdout, stderr := cli(t, append([]string{"run", "--backend", "process"}, tt.args...)...)
 			if code != tt.code {
 				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout, stderr)
 			}
@@ -112,7 +114,7 @@ func TestRunWritesVerifiableReceipt(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "receipt.json")
-	exit, stdout, stderr := cli(t, "run", "--receipt", path, "--python", code)
+	exit, stdout, stderr := cli(t, "run", "--backend", "process", "--receipt", path, "--python", code)
 	if exit != 0 || stdout != "4\n" {
 		t.Fatalf("exit %d stdout %q stderr %q", exit, stdout, stderr)
 	}
@@ -147,5 +149,21 @@ func TestRunWritesVerifiableReceipt(t *testing.T) {
 		if c, _, _ := cli(t, "receipt", "verify", edited); c != exitFailure {
 			t.Fatalf("byte %d edited (%q -> %q): verify exit %d, want %d", i, doc[i], mod[i], c, exitFailure)
 		}
+	}
+}
+
+// TestAutoNeverPicksTheHost checks that the default backend never runs code
+// on the host without isolation: it picks an isolating backend or refuses,
+// pointing at --backend process.
+func TestAutoNeverPicksTheHost(t *testing.T) {
+	b, err := selectBackend("auto", slog.New(slog.DiscardHandler))
+	if err != nil {
+		if !strings.Contains(err.Error(), "--backend process") {
+			t.Fatalf("refusal %q does not say how to run on the host", err)
+		}
+		return
+	}
+	if iso := b.Capabilities().Isolation; iso.Rank() < execution.IsolationContainer.Rank() {
+		t.Fatalf("auto picked %s with isolation %s", b.Name(), iso)
 	}
 }

@@ -48,7 +48,7 @@ type runFlags struct {
 func runCmd(args []string, stdout, stderr io.Writer) int {
 	f := runFlags{profile: optionalFlag{def: string(profiling.BestEffort), value: string(profiling.Off)}}
 	fs := newFlagSet("run")
-	fs.StringVar(&f.backend, "backend", "process", "backend to run on ("+joinNames()+")")
+	fs.StringVar(&f.backend, "backend", "auto", "backend: auto (the most isolating one available) or one of "+joinNames()+"; the unisolated process backend is only used when named")
 	fs.DurationVar(&f.timeout, "timeout", execution.DefaultTimeout, "wall-clock limit; the whole process tree is killed when it expires")
 	fs.Var(&f.memory, "memory", "memory limit, e.g. 256MiB (default 512MiB)")
 	fs.Int64Var(&f.pids, "pids", 0, "limit on processes and threads (default 256)")
@@ -216,16 +216,12 @@ func (f *runFlags) execute(spec execution.Spec, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	backend, err := execution.NewBackend(f.backend, execution.Options{Logger: log})
+	backend, err := selectBackend(f.backend, log)
 	if err != nil {
 		if errors.Is(err, execution.ErrUnknownBackend) {
 			return fail(stderr, "run", usageErrorf("--backend: %v", err))
 		}
 		fmt.Fprintf(stderr, "glasshouse run: %s\n", oneLine(err.Error()))
-		return exitGlasshouse
-	}
-	if err := backend.Available(); err != nil {
-		fmt.Fprintf(stderr, "glasshouse run: backend %s: %s\n", f.backend, oneLine(err.Error()))
 		return exitGlasshouse
 	}
 	cfg := execution.Config{Backend: backend, Logger: log}
