@@ -40,7 +40,11 @@ func New(cfg Config) (*Backend, error) {
 	cfg.setDefaults()
 	b := &Backend{cfg: cfg, root: os.Geteuid() == 0}
 	if b.root && !cfg.RunAsRoot {
-		b.stateErr = reachable(cfg.StateDir, cfg.UID)
+		uid := cfg.UID
+		if cfg.perRun() {
+			uid = cfg.RunUIDs.Base
+		}
+		b.stateErr = reachable(cfg.StateDir, uid)
 	}
 	if !b.root {
 		b.layoutErr = errors.New("not running as root")
@@ -103,6 +107,9 @@ func (b *Backend) Prepare(ctx context.Context, spec execution.Spec) (execution.I
 			_ = i.Cleanup(ctx)
 		}
 	}()
+	if err := i.assignIdentity(); err != nil {
+		return nil, fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
+	}
 	if err := i.prepareWorkspace(); err != nil {
 		return nil, fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
 	}
@@ -169,7 +176,7 @@ func (i *instance) chown(p string) error {
 	if !i.runsAsOther() {
 		return nil
 	}
-	if err := os.Lchown(p, int(i.b.cfg.UID), int(i.b.cfg.GID)); err != nil {
+	if err := os.Lchown(p, int(i.uid), int(i.gid)); err != nil {
 		return fmt.Errorf("chown workspace: %w", err)
 	}
 	return nil

@@ -27,6 +27,7 @@ type instance struct {
 	spec execution.Spec
 
 	workspace   string
+	uid, gid    uint32
 	exe         string
 	argv, env   []string
 	group       *cgroup.Group
@@ -82,7 +83,7 @@ func (i *instance) start() error {
 	cmd := &exec.Cmd{Path: i.exe, Args: i.argv, Env: i.env, Dir: i.workspace}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if i.runsAsOther() {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: i.b.cfg.UID, Gid: i.b.cfg.GID, Groups: []uint32{}}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: i.uid, Gid: i.gid, Groups: []uint32{}}
 	}
 	if i.group == nil && i.spec.Limits.Network == execution.NetworkNone {
 		// Not root: an empty network namespace in a user namespace of our

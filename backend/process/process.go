@@ -36,15 +36,29 @@ type Config struct {
 	// CgroupParent is the cgroup, relative to each hierarchy's root, under
 	// which run cgroups are created. Default "glasshouse".
 	CgroupParent string
-	// UID and GID run the workload when Glasshouse runs as root. Default
-	// 65534 (nobody/nogroup); set RunAsRoot to keep root instead.
+	// UID and GID, when set, run every workload under that one identity
+	// when Glasshouse runs as root. By default each run gets its own uid and
+	// gid from RunUIDs instead, so that concurrent runs cannot signal,
+	// trace or read each other. RunAsRoot keeps root (dangerous).
 	UID, GID  uint32
 	RunAsRoot bool
+	// RunUIDs is the range per-run identities are taken from; default
+	// 1000000000 and 65536 ids, far from system and subordinate ranges.
+	RunUIDs UIDRange
 	Logger    *slog.Logger
 }
 
+// UIDRange is a range of user and group ids: Base to Base+Count-1.
+type UIDRange struct{ Base, Count uint32 }
+
+// perRun reports whether each run gets its own identity.
+func (c *Config) perRun() bool { return !c.RunAsRoot && c.UID == 0 && c.GID == 0 }
+
 // Validate checks the configuration.
 func (c *Config) Validate() error {
+	if r := c.RunUIDs; r.Count > 0 && (r.Base == 0 || uint64(r.Base)+uint64(r.Count) > 1<<32-2) {
+		return fmt.Errorf("run uid range %d+%d must lie within [1, 4294967294)", r.Base, r.Count)
+	}
 	if strings.Contains(c.CgroupParent, "..") || strings.HasPrefix(c.CgroupParent, "/") {
 		return fmt.Errorf("cgroup parent %q must be a relative path without ..", c.CgroupParent)
 	}
@@ -58,8 +72,8 @@ func (c *Config) setDefaults() {
 	if c.CgroupParent == "" {
 		c.CgroupParent = "glasshouse"
 	}
-	if c.UID == 0 && c.GID == 0 && !c.RunAsRoot {
-		c.UID, c.GID = 65534, 65534
+	if c.RunUIDs.Count == 0 {
+		c.RunUIDs = UIDRange{Base: 1_000_000_000, Count: 65536}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -73,7 +87,9 @@ func init() {
 			cfg.CgroupParent = v
 		}
 		switch user := o.Settings["process.user"]; user {
-		case "", "nobody":
+		case "", "per-run":
+		case "nobody":
+			cfg.UID, cfg.GID = 65534, 65534
 		case "root":
 			cfg.RunAsRoot = true
 		default:
@@ -81,7 +97,7 @@ func init() {
 			u, err1 := strconv.ParseUint(uid, 10, 32)
 			g, err2 := strconv.ParseUint(gid, 10, 32)
 			if !ok || err1 != nil || err2 != nil || u == 0 {
-				return nil, fmt.Errorf("setting process.user %q: want nobody, root or UID:GID", user)
+				return nil, fmt.Errorf("setting process.user %q: want per-run, nobody, root or UID:GID", user)
 			}
 			cfg.UID, cfg.GID = uint32(u), uint32(g)
 		}

@@ -75,8 +75,9 @@ func leftovers(state, parent string) func(string) []string {
 			}
 			out = append(out, "process "+filepath.Base(filepath.Dir(p))+": "+strings.TrimSpace(string(stat)))
 		}
-		if ents, _ := os.ReadDir(state); len(ents) > 0 {
-			for _, e := range ents {
+		ents, _ := os.ReadDir(state)
+		for _, e := range ents {
+			if e.Name() != ".glasshouse-uids" { // the shared identity registry
 				out = append(out, "workspace "+filepath.Join(state, e.Name()))
 			}
 		}
@@ -230,8 +231,26 @@ func TestResourcesAccounted(t *testing.T) {
 func TestRunsAsUnprivilegedUser(t *testing.T) {
 	b, _, _ := newBackend(t)
 	r := run(t, b, execution.Spec{Command: []string{"id", "-u"}})
-	if got := strings.TrimSpace(string(r.Result.Stdout)); got != "65534" {
-		t.Fatalf("uid %q, want 65534", got)
+	uid, err := strconv.Atoi(strings.TrimSpace(string(r.Result.Stdout)))
+	if err != nil || uid < 1_000_000_000 || uid >= 1_000_000_000+65536 {
+		t.Fatalf("uid %q, want one from the per-run range", r.Result.Stdout)
+	}
+}
+
+// TestRunsCannotSignalEachOther runs a workload that kills every process it
+// is allowed to signal next to a long-running one: with a per-run identity
+// the other run survives.
+func TestRunsCannotSignalEachOther(t *testing.T) {
+	b, _, _ := newBackend(t)
+	done := make(chan *execution.Run)
+	go func() {
+		done <- run(t, b, execution.Spec{Command: []string{"sh", "-c", "sleep 1; echo survived"}})
+	}()
+	time.Sleep(300 * time.Millisecond)
+	run(t, b, execution.Spec{Command: []string{"sh", "-c", "kill -9 -1; sleep 1"}})
+	victim := <-done
+	if o := victim.Receipt.Outcome; o.Failure != receipt.FailureNone || string(victim.Result.Stdout) != "survived\n" {
+		t.Fatalf("the other run was killed: %+v stdout %q", o, victim.Result.Stdout)
 	}
 }
 
