@@ -1,0 +1,385 @@
+//go:build linux
+
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"glasshouse.dev/glasshouse/backend/process"
+	"glasshouse.dev/glasshouse/core/execution"
+	"glasshouse.dev/glasshouse/core/profiling"
+	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/internal/testenv"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden receipts in testdata/golden")
+
+// fixture is shared by the end-to-end tests: one loaded collector serves
+// them all, as it serves a server's runs.
+type fixture struct {
+	coll   *Collector
+	engine *execution.Engine
+	dir    string // world-readable: runs have their own uid
+	tester string
+}
+
+var shared struct {
+	once sync.Once
+	f    *fixture
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if f := shared.f; f != nil {
+		f.coll.Close()
+		os.RemoveAll(f.dir)
+	}
+	os.Exit(code)
+}
+
+// buildTester compiles testdata/tester.c statically into dir.
+func buildTester(dir string) (string, error) {
+	out := filepath.Join(dir, "tester")
+	cmd := exec.Command("gcc", "-static", "-O2", "-Wall", "-o", out, "testdata/tester.c")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build tester: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "gcc")
+	testenv.RequireFile(t, "/usr/lib/x86_64-linux-gnu/libc.a", "static glibc from libc6-dev, to build the tester")
+	shared.once.Do(func() {
+		f := &fixture{}
+		var err error
+		if f.dir, err = os.MkdirTemp("", "glasshouse-audit-"); err != nil {
+			shared.err = err
+			return
+		}
+		if err = os.Chmod(f.dir, 0o755); err == nil {
+			f.tester, err = buildTester(f.dir)
+		}
+		if err == nil {
+			f.coll, err = Open(Config{})
+		}
+		var b *process.Backend
+		if err == nil {
+			b, err = process.New(process.Config{})
+		}
+		if err == nil {
+			f.engine, err = execution.New(execution.Config{Backend: b, Profiler: f.coll})
+		}
+		if err != nil {
+			if f.coll != nil {
+				f.coll.Close()
+			}
+			os.RemoveAll(f.dir)
+			shared.err = err
+			return
+		}
+		shared.f = f
+	})
+	if shared.err != nil {
+		t.Fatalf("set up: %v", shared.err)
+	}
+	return shared.f
+}
+
+// noise runs the tester's noise loop outside every target for the test's
+// duration: none of it may appear in a receipt.
+func noise(t *testing.T, f *fixture) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command(f.tester, "noise", dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start noise: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return dir
+}
+
+func (f *fixture) run(t *testing.T, network execution.Network, args ...string) *receipt.Receipt {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	spec := execution.Spec{
+		Command: append([]string{f.tester}, args...),
+		Profile: profiling.Required,
+		Timeout: 30 * time.Second,
+		Limits:  execution.Limits{Network: network},
+	}
+	run, err := f.engine.Run(ctx, spec)
+	if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return run.Receipt
+}
+
+// golden is a receipt normalised for comparison: pids, uids and times
+// stripped, the workspace and tester directories replaced by $WS and
+// $BIN, the scenario's port by $PORT, entries that differ only in pid
+// merged with their counts added, and every list sorted.
+type golden struct {
+	ExitCode  int          `json:"exit_code"`
+	Failure   string       `json:"failure"`
+	Status    string       `json:"status"`
+	Reason    string       `json:"reason"`
+	Dropped   int64        `json:"dropped"`
+	Processes []goldenProc `json:"processes"`
+	Files     []goldenFile `json:"files"`
+	Network   []goldenNet  `json:"network"`
+}
+
+type goldenProc struct {
+	Depth      int      `json:"depth"`
+	Exe        string   `json:"exe"`
+	Argv       []string `json:"argv"`
+	Cwd        string   `json:"cwd"`
+	ExitCode   int64    `json:"exit_code"`
+	Signal     string   `json:"signal"`
+	Ended      bool     `json:"ended"`
+	ExecFailed []string `json:"exec_failed,omitempty"`
+	Count      int      `json:"count"`
+}
+
+type goldenFile struct {
+	Path   string `json:"path"`
+	Op     string `json:"op"`
+	Target string `json:"target,omitempty"`
+	OK     bool   `json:"ok"`
+	Errno  string `json:"errno,omitempty"`
+	Count  int64  `json:"count"`
+}
+
+type goldenNet struct {
+	Op       string `json:"op"`
+	Family   string `json:"family"`
+	Protocol string `json:"protocol"`
+	Address  string `json:"address"`
+	Port     string `json:"port"`
+	OK       bool   `json:"ok"`
+	Errno    string `json:"errno,omitempty"`
+	Count    int64  `json:"count"`
+}
+
+func normalize(r *receipt.Receipt, bin string, port int) golden {
+	g := golden{
+		ExitCode: r.Outcome.ExitCode, Failure: r.Outcome.Failure,
+		Status: r.Profiling.Status, Reason: r.Profiling.Reason, Dropped: r.Profiling.Dropped,
+		Processes: []goldenProc{}, Files: []goldenFile{}, Network: []goldenNet{},
+	}
+	ppid := map[int64]int64{}
+	for _, p := range r.Processes {
+		if _, ok := ppid[p.PID]; !ok {
+			ppid[p.PID] = p.PPID
+		}
+	}
+	depth := func(pid int64) int {
+		d := 0
+		for ; d < 64; d++ {
+			parent, ok := ppid[pid]
+			if !ok {
+				break
+			}
+			if _, inRun := ppid[parent]; !inRun {
+				break
+			}
+			pid = parent
+		}
+		return d
+	}
+	ws := ""
+	for _, p := range r.Processes {
+		if depth(p.PID) == 0 && p.Cwd != "" {
+			ws = p.Cwd
+			break
+		}
+	}
+	repl := func(s string) string {
+		if ws != "" {
+			s = strings.ReplaceAll(s, ws, "$WS")
+		}
+		return strings.ReplaceAll(s, filepath.Dir(bin), "$BIN")
+	}
+	procs := map[string]*goldenProc{}
+	for _, p := range r.Processes {
+		gp := goldenProc{Depth: depth(p.PID), Exe: repl(p.Exe), Cwd: repl(p.Cwd), ExitCode: p.ExitCode, Signal: p.Signal, Ended: p.EndOffsetMS >= 0, ExecFailed: p.ExecFailed}
+		for _, a := range p.Argv {
+			if port != 0 && a == strconv.Itoa(port) {
+				a = "$PORT"
+			}
+			gp.Argv = append(gp.Argv, repl(a))
+		}
+		k := key(gp)
+		if e, ok := procs[k]; ok {
+			e.Count++
+			continue
+		}
+		gp.Count = 1
+		procs[k] = &gp
+	}
+	for _, p := range procs {
+		g.Processes = append(g.Processes, *p)
+	}
+	files := map[string]*goldenFile{}
+	for _, f := range r.Files {
+		gf := goldenFile{Path: repl(f.Path), Op: f.Op, Target: repl(f.Target), OK: f.OK, Errno: f.Errno}
+		k := key(gf)
+		if e, ok := files[k]; ok {
+			e.Count += f.Count
+			continue
+		}
+		gf.Count = f.Count
+		files[k] = &gf
+	}
+	for _, f := range files {
+		g.Files = append(g.Files, *f)
+	}
+	nets := map[string]*goldenNet{}
+	for _, n := range r.Network {
+		p := strconv.FormatInt(n.Port, 10)
+		if port != 0 && n.Port == int64(port) {
+			p = "$PORT"
+		}
+		gn := goldenNet{Op: n.Op, Family: n.Family, Protocol: n.Protocol, Address: repl(n.Address), Port: p, OK: n.OK, Errno: n.Errno}
+		k := key(gn)
+		if e, ok := nets[k]; ok {
+			e.Count += n.Count
+			continue
+		}
+		gn.Count = n.Count
+		nets[k] = &gn
+	}
+	for _, n := range nets {
+		g.Network = append(g.Network, *n)
+	}
+	slices.SortFunc(g.Processes, func(a, b goldenProc) int { return strings.Compare(key(a), key(b)) })
+	slices.SortFunc(g.Files, func(a, b goldenFile) int { return strings.Compare(key(a), key(b)) })
+	slices.SortFunc(g.Network, func(a, b goldenNet) int { return strings.Compare(key(a), key(b)) })
+	return g
+}
+
+func key(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// checkGolden compares the normalised receipt with testdata/golden/NAME.json.
+func checkGolden(t *testing.T, name string, g golden) {
+	t.Helper()
+	got, err := json.MarshalIndent(g, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, '\n')
+	path := filepath.Join("testdata", "golden", name+".json")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden (run with -update to create it): %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("normalised receipt differs from %s (run with -update after checking):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+// checkClean asserts what every golden run must satisfy whatever the
+// golden says: nothing lost, nothing blind, nothing from outside.
+func checkClean(t *testing.T, r *receipt.Receipt, noiseDir string) {
+	t.Helper()
+	if r.Profiling.Dropped != 0 {
+		t.Errorf("dropped = %d, want 0", r.Profiling.Dropped)
+	}
+	if r.Profiling.Status != receipt.StatusComplete {
+		t.Errorf("profiling status %q (%s), want complete", r.Profiling.Status, r.Profiling.Reason)
+	}
+	b, _ := json.Marshal(r)
+	if bytes.Contains(b, []byte(noiseDir)) || bytes.Contains(b, []byte(`"noise"`)) {
+		t.Errorf("the receipt contains the noise process's activity")
+	}
+}
+
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	switch network {
+	case "udp":
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	default:
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+}
+
+func TestGoldenReceipts(t *testing.T) {
+	f := setup(t)
+	cases := []struct {
+		name    string
+		args    []string
+		network execution.Network
+		port    string // "tcp" or "udp": append a free port to args
+	}{
+		{name: "exec_chain", args: []string{"chain", "3"}},
+		{name: "fork_100", args: []string{"fork", "100"}},
+		{name: "open_relative", args: []string{"open"}},
+		{name: "fs_ops", args: []string{"fsops"}},
+		{name: "tcp_loopback", args: []string{"tcp"}, network: execution.NetworkLoopback, port: "tcp"},
+		{name: "udp_sendto", args: []string{"udp"}, network: execution.NetworkLoopback, port: "udp"},
+		{name: "exec_failed", args: []string{"execfail"}},
+		{name: "daemon", args: []string{"daemon"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			noiseDir := noise(t, f)
+			network := c.network
+			if network == "" {
+				network = execution.NetworkNone
+			}
+			args, port := c.args, 0
+			if c.port != "" {
+				port = freePort(t, c.port)
+				args = append(slices.Clone(args), strconv.Itoa(port))
+			}
+			r := f.run(t, network, args...)
+			checkClean(t, r, noiseDir)
+			checkGolden(t, c.name, normalize(r, f.tester, port))
+		})
+	}
+}

@@ -1,0 +1,292 @@
+/*
+ * Tester programs for the collector's golden end-to-end tests. Built
+ * statically (gcc -static) so that a run does nothing the scenario does not
+ * ask for: no dynamic loader, no libc lookups.
+ *
+ *   tester chain N       exec itself N more times, then exit 0
+ *   tester fork N        fork N children that exit with i % 7, reap them
+ *   tester open          open relative to the cwd and to a directory fd
+ *   tester fsops         rename, unlink, symlink, link, mkdir, rmdir, chmod, truncate
+ *   tester tcp PORT      listen on 127.0.0.1:PORT, connect to it, accept
+ *   tester udp PORT      sendto 127.0.0.1:PORT and [::1]:PORT, then a connected send
+ *   tester execfail      exec a missing and a non-executable file, exit 3
+ *   tester daemon        leave a grandchild that outlives its parent
+ *   tester connect PORT  connect to 127.0.0.1:PORT; exit 0 or print the errno name
+ *   tester noise DIR     loop forever doing file, process and socket work in DIR
+ *   tester spin N        N open/close pairs of /dev/null (benchmarks)
+ *   tester forkexec N    N fork+exec of "tester chain 0" (benchmarks)
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *self;
+
+static void must(int ok, const char *what)
+{
+	if (!ok) {
+		fprintf(stderr, "tester: %s: %s\n", what, strerror(errno));
+		exit(100);
+	}
+}
+
+static struct sockaddr_in v4(const char *ip, int port)
+{
+	struct sockaddr_in a;
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons(port);
+	inet_pton(AF_INET, ip, &a.sin_addr);
+	return a;
+}
+
+static int chain(int n)
+{
+	if (n <= 0)
+		return 0;
+	char buf[16];
+	snprintf(buf, sizeof(buf), "%d", n - 1);
+	char *argv[] = {(char *)self, "chain", buf, NULL};
+	execv(self, argv);
+	must(0, "execv");
+	return 1;
+}
+
+static int forkn(int n)
+{
+	for (int i = 0; i < n; i++) {
+		pid_t p = fork();
+		must(p >= 0, "fork");
+		if (p == 0)
+			_exit(i % 7);
+	}
+	while (wait(NULL) > 0)
+		;
+	return 0;
+}
+
+static int opens(void)
+{
+	must(mkdir("sub", 0755) == 0, "mkdir sub");
+	int fd = open("rel.txt", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	must(fd >= 0, "open rel.txt");
+	must(write(fd, "x", 1) == 1, "write");
+	close(fd);
+	int dir = open("sub", O_RDONLY | O_DIRECTORY);
+	must(dir >= 0, "open sub");
+	fd = openat(dir, "f.txt", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	must(fd >= 0, "openat f.txt");
+	close(fd);
+	must(openat(dir, "missing.txt", O_RDONLY) < 0, "openat missing.txt");
+	fd = open("rel.txt", O_RDONLY);
+	must(fd >= 0, "reopen rel.txt");
+	close(fd);
+	fd = openat(AT_FDCWD, "sub/../rel.txt", O_RDWR);
+	must(fd >= 0, "open sub/../rel.txt");
+	close(fd);
+	fd = open("/dev/null", O_WRONLY | O_CREAT, 0644);
+	must(fd >= 0, "open /dev/null");
+	close(fd);
+	close(dir);
+	return 0;
+}
+
+static int fsops(void)
+{
+	int fd = open("a", O_CREAT | O_WRONLY, 0644);
+	must(fd >= 0, "create a");
+	close(fd);
+	must(rename("a", "b") == 0, "rename");
+	must(symlink("b", "c") == 0, "symlink");
+	must(unlink("c") == 0, "unlink c");
+	must(link("b", "d") == 0, "link");
+	must(unlink("d") == 0, "unlink d");
+	must(mkdir("dir", 0755) == 0, "mkdir");
+	must(rmdir("dir") == 0, "rmdir");
+	must(chmod("b", 0600) == 0, "chmod");
+	must(truncate("b", 0) == 0, "truncate");
+	must(unlink("nonexistent") < 0, "unlink nonexistent");
+	must(renameat(AT_FDCWD, "b", AT_FDCWD, "e") == 0, "renameat");
+	must(unlinkat(AT_FDCWD, "e", 0) == 0, "unlinkat");
+	return 0;
+}
+
+static int tcp(int port)
+{
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	must(s >= 0, "socket");
+	int one = 1;
+	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in a = v4("127.0.0.1", port);
+	must(bind(s, (struct sockaddr *)&a, sizeof(a)) == 0, "bind");
+	must(listen(s, 4) == 0, "listen");
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	must(c >= 0, "socket");
+	must(connect(c, (struct sockaddr *)&a, sizeof(a)) == 0, "connect");
+	int x = accept(s, NULL, NULL);
+	must(x >= 0, "accept");
+	close(x);
+	close(c);
+	close(s);
+	return 0;
+}
+
+static int udp(int port)
+{
+	int u = socket(AF_INET, SOCK_DGRAM, 0);
+	must(u >= 0, "socket");
+	struct sockaddr_in a = v4("127.0.0.1", port);
+	must(sendto(u, "ping", 4, 0, (struct sockaddr *)&a, sizeof(a)) == 4, "sendto");
+	int u6 = socket(AF_INET6, SOCK_DGRAM, 0);
+	if (u6 >= 0) {
+		struct sockaddr_in6 b;
+		memset(&b, 0, sizeof(b));
+		b.sin6_family = AF_INET6;
+		b.sin6_port = htons(port);
+		b.sin6_addr = in6addr_loopback;
+		must(sendto(u6, "ping", 4, 0, (struct sockaddr *)&b, sizeof(b)) == 4, "sendto6");
+		close(u6);
+	}
+	must(connect(u, (struct sockaddr *)&a, sizeof(a)) == 0, "connect");
+	must(send(u, "pong", 4, 0) == 4, "send");
+	close(u);
+	return 0;
+}
+
+static int execfail(void)
+{
+	char *argv[] = {"prog", NULL};
+	must(execv("/nonexistent/prog", argv) < 0, "exec missing");
+	int fd = open("notexec", O_CREAT | O_WRONLY, 0644);
+	must(fd >= 0, "create notexec");
+	close(fd);
+	must(execv("./notexec", argv) < 0, "exec notexec");
+	return 3;
+}
+
+static int daemonize(void)
+{
+	pid_t p = fork();
+	must(p >= 0, "fork");
+	if (p == 0) {
+		setsid();
+		pid_t q = fork();
+		if (q == 0) {
+			struct timespec ts = {0, 300 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+			int fd = open("daemon.out", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+			if (fd >= 0) {
+				write(fd, "late\n", 5);
+				close(fd);
+			}
+			_exit(0);
+		}
+		_exit(q > 0 ? 0 : 1);
+	}
+	waitpid(p, NULL, 0);
+	return 0;
+}
+
+static int connectto(int port)
+{
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	must(c >= 0, "socket");
+	struct sockaddr_in a = v4("127.0.0.1", port);
+	if (connect(c, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		printf("%s\n", errno == EPERM ? "EPERM" : strerror(errno));
+		return 1;
+	}
+	printf("connected\n");
+	return 0;
+}
+
+static int noise(const char *dir)
+{
+	must(chdir(dir) == 0, "chdir");
+	for (;;) {
+		int fd = open("noise.txt", O_CREAT | O_WRONLY, 0644);
+		if (fd >= 0)
+			close(fd);
+		unlink("noise.txt");
+		pid_t p = fork();
+		if (p == 0)
+			_exit(0);
+		if (p > 0)
+			waitpid(p, NULL, 0);
+		int u = socket(AF_INET, SOCK_DGRAM, 0);
+		struct sockaddr_in a = v4("127.0.0.1", 9);
+		sendto(u, "n", 1, 0, (struct sockaddr *)&a, sizeof(a));
+		close(u);
+	}
+	return 0;
+}
+
+static int spin(long n)
+{
+	for (long i = 0; i < n; i++) {
+		int fd = open("/dev/null", O_RDONLY);
+		if (fd >= 0)
+			close(fd);
+	}
+	return 0;
+}
+
+static int forkexec(int n)
+{
+	for (int i = 0; i < n; i++) {
+		pid_t p = fork();
+		must(p >= 0, "fork");
+		if (p == 0) {
+			char *argv[] = {(char *)self, "chain", "0", NULL};
+			execv(self, argv);
+			_exit(127);
+		}
+		waitpid(p, NULL, 0);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	self = argv[0];
+	if (argc < 2)
+		return 64;
+	const char *cmd = argv[1];
+	int n = argc > 2 ? atoi(argv[2]) : 0;
+	if (!strcmp(cmd, "chain"))
+		return chain(n);
+	if (!strcmp(cmd, "fork"))
+		return forkn(n);
+	if (!strcmp(cmd, "open"))
+		return opens();
+	if (!strcmp(cmd, "fsops"))
+		return fsops();
+	if (!strcmp(cmd, "tcp"))
+		return tcp(n);
+	if (!strcmp(cmd, "udp"))
+		return udp(n);
+	if (!strcmp(cmd, "execfail"))
+		return execfail();
+	if (!strcmp(cmd, "daemon"))
+		return daemonize();
+	if (!strcmp(cmd, "connect"))
+		return connectto(n);
+	if (!strcmp(cmd, "noise") && argc > 2)
+		return noise(argv[2]);
+	if (!strcmp(cmd, "spin"))
+		return spin(argc > 2 ? atol(argv[2]) : 0);
+	if (!strcmp(cmd, "forkexec"))
+		return forkexec(n);
+	return 64;
+}
