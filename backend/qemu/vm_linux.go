@@ -1,0 +1,373 @@
+//go:build linux
+
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"glasshouse.dev/glasshouse/core/execution"
+	"glasshouse.dev/glasshouse/guest/transport"
+)
+
+// portName is the virtio-serial port guest/init looks for.
+const portName = "glasshouse.0"
+
+// vmSpec is what a VM is booted with.
+type vmSpec struct {
+	accel       string
+	memoryBytes int64
+	// timeout bounds the boot, until the guest's Hello.
+	timeout time.Duration
+	// extraArgs are added to the kernel command line (after the
+	// configured ones, so they win).
+	extraArgs string
+}
+
+// Phases are how long each step of a VM's life took.
+type Phases struct {
+	// Accel is the accelerator the VM ran with.
+	Accel string
+	// Warm says the VM came from the pool.
+	Warm bool
+	// VMMStart is from spawning QEMU to QEMU connecting its sockets.
+	VMMStart time.Duration
+	// KernelToInit is the guest's uptime when init started (firmware and
+	// kernel boot).
+	KernelToInit time.Duration
+	// InitToReady is from init's start to its Hello (modules, disks,
+	// cgroups, collector).
+	InitToReady time.Duration
+	// Boot is from spawning QEMU to the handshake's end, on the host clock.
+	Boot time.Duration
+	// Prepare is the whole of Prepare: pool take or boot.
+	Prepare time.Duration
+	// GuestStart is from the guest receiving the run to exec (the rest of
+	// "init to Python").
+	GuestStart time.Duration
+	// Run is how long the workload ran, in the guest.
+	Run time.Duration
+	// Total is from Start to the result on the host.
+	Total time.Duration
+}
+
+// machine is one booted guest waiting on its transport for a run.
+type machine struct {
+	id      string
+	dir     string
+	cmd     *exec.Cmd
+	conn    *transport.Conn
+	hello   transport.Hello
+	accel   string
+	memory  int64
+	console *ring
+	phases  Phases
+	logDir  string
+	maxLogs int
+
+	exited  chan struct{}
+	waitErr error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Alive implements vmpool.Machine.
+func (m *machine) Alive() bool {
+	select {
+	case <-m.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Close implements vmpool.Machine: it kills QEMU, reaps it and removes the
+// VM's directory (sockets and workspace image). It is idempotent.
+func (m *machine) Close() error {
+	m.closeOnce.Do(func() {
+		var errs []error
+		if m.conn != nil {
+			m.conn.Close()
+		}
+		if m.cmd != nil && m.cmd.Process != nil {
+			if m.Alive() {
+				if err := m.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+					errs = append(errs, fmt.Errorf("kill qemu: %w", err))
+				}
+			}
+			<-m.exited
+		}
+		if err := os.RemoveAll(m.dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove vm dir: %w", err))
+		}
+		m.closeErr = errors.Join(errs...)
+	})
+	return m.closeErr
+}
+
+// fail keeps the console log and returns an infrastructure error that
+// carries its tail and path.
+func (m *machine) fail(what string, err error) error {
+	path, kerr := keepConsole(m.logDir, m.id, m.console, m.maxLogs)
+	where := "console log " + path
+	if kerr != nil {
+		where = kerr.Error()
+	} else if path == "" {
+		where = "console log not kept (qemu.max_logs=0)"
+	}
+	state := "running"
+	if !m.Alive() {
+		state = "exited: " + exitString(m.waitErr)
+	}
+	return fmt.Errorf("%w: vm %s (%s, qemu %s): %s: %w; %s; console: %s",
+		execution.ErrInfrastructure, m.id, m.accel, state, what, err, where, m.console.tail(6))
+}
+
+func exitString(err error) string {
+	if err == nil {
+		return "status 0"
+	}
+	return err.Error()
+}
+
+// kernelCmdline is the guest kernel command line: a quiet serial console,
+// reboot on panic (which -no-reboot turns into QEMU exiting), and
+// guest/init's transport.
+func kernelCmdline(extra ...string) string {
+	args := []string{
+		"console=ttyS0", "quiet", "loglevel=3", "panic=-1", "reboot=t",
+		"8250.nr_uarts=1", "i8042.noaux", "i8042.nokbd", "i8042.nopnp",
+		"cryptomgr.notests", "random.trust_cpu=on", "audit=0", "nowatchdog",
+		"mitigations=off", "tsc=reliable", "no_timer_check",
+		"glasshouse.port=" + portName,
+	}
+	for _, e := range extra {
+		if e = strings.TrimSpace(e); e != "" {
+			args = append(args, e)
+		}
+	}
+	return strings.Join(args, " ")
+}
+
+// qemuArgs builds QEMU's command line for one VM.
+func qemuArgs(a artifacts, vs vmSpec, cpus int, dir, cmdline string) []string {
+	cpu := "max"
+	if vs.accel == "kvm" {
+		cpu = "host"
+	}
+	mib := (vs.memoryBytes + (1 << 20) - 1) >> 20
+	return []string{
+		"-M", "microvm,acpi=on,rtc=on",
+		"-accel", vs.accel, "-cpu", cpu,
+		"-m", strconv.FormatInt(mib, 10), "-smp", strconv.Itoa(cpus),
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-chardev", "socket,id=con,path=" + filepath.Join(dir, "con.sock"),
+		"-serial", "chardev:con",
+		"-kernel", a.kernel, "-initrd", a.initramfs, "-append", cmdline,
+		"-drive", "id=root,file=" + a.rootfs + ",format=raw,if=none,readonly=on",
+		"-device", "virtio-blk-device,drive=root,serial=ghroot",
+		"-drive", "id=work,file=" + filepath.Join(dir, "work.img") + ",format=raw,if=none,cache=unsafe",
+		"-device", "virtio-blk-device,drive=work,serial=ghwork",
+		"-device", "virtio-serial-device",
+		"-chardev", "socket,id=ctl,path=" + filepath.Join(dir, "ctl.sock"),
+		"-device", "virtserialport,chardev=ctl,name=" + portName,
+	}
+}
+
+// makeWorkspace creates the VM's empty workspace disk: a sparse ext4 image
+// owned by the sandbox user, without a journal (it lives for one run).
+func makeWorkspace(ctx context.Context, path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-O", "^has_journal",
+		"-E", "root_owner=1000:1000,lazy_itable_init=1,nodiscard", "-L", "ghwork", path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// accept accepts one connection on l, giving up when ctx is done or QEMU
+// exits.
+func accept(ctx context.Context, l net.Listener, exited <-chan struct{}) (net.Conn, error) {
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-exited:
+		case <-stop:
+			return
+		}
+		l.Close()
+	}()
+	c, err := l.Accept()
+	if err != nil {
+		select {
+		case <-exited:
+			return nil, errors.New("qemu exited before connecting")
+		default:
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// bootVM starts QEMU and waits for the guest's Hello. The returned machine
+// must be closed. Errors wrap execution.ErrInfrastructure.
+func (b *Backend) bootVM(ctx context.Context, vs vmSpec) (_ *machine, err error) {
+	a, err := findArtifacts(b.cfg.ArtifactsDir)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(b.cfg.StateDir, "glasshouse-qemu-")
+	if err != nil {
+		return nil, fmt.Errorf("%w: create vm dir: %v", execution.ErrInfrastructure, err)
+	}
+	m := &machine{id: filepath.Base(dir), dir: dir, accel: vs.accel, memory: vs.memoryBytes, console: &ring{},
+		exited: make(chan struct{}), logDir: b.cfg.LogDir, maxLogs: b.cfg.MaxLogs}
+	m.phases.Accel = vs.accel
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if len(filepath.Join(dir, "ctl.sock")) > maxSocketPath {
+		return nil, fmt.Errorf("%w: state dir %q is too long for unix sockets (max %d bytes)", execution.ErrInfrastructure, b.cfg.StateDir, maxSocketPath)
+	}
+	if err := makeWorkspace(ctx, filepath.Join(dir, "work.img"), b.cfg.Workspace); err != nil {
+		return nil, fmt.Errorf("%w: create workspace disk: %v", execution.ErrInfrastructure, err)
+	}
+	conL, err := net.Listen("unix", filepath.Join(dir, "con.sock"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: listen: %v", execution.ErrInfrastructure, err)
+	}
+	defer conL.Close()
+	ctlL, err := net.Listen("unix", filepath.Join(dir, "ctl.sock"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: listen: %v", execution.ErrInfrastructure, err)
+	}
+	defer ctlL.Close()
+
+	var tsc string
+	if vs.accel == "tcg" {
+		// Under emulation the guest's TSC runs at the host's rate, and the
+		// kernel's PIT calibration of it fails when the host is busy, which
+		// can stall the boot: tell the guest the rate instead.
+		if khz := hostTSCkHz(); khz > 0 {
+			tsc = "tsc_early_khz=" + strconv.FormatInt(khz, 10)
+		}
+	}
+	cmdline := kernelCmdline(tsc, b.cfg.KernelArgs, vs.extraArgs)
+	m.cmd = exec.Command(b.cfg.Binary, qemuArgs(a, vs, b.cfg.CPUs, dir, cmdline)...)
+	// QEMU gets nothing from the host environment, and dies with us.
+	m.cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	m.cmd.Dir = dir
+	m.cmd.Stdout, m.cmd.Stderr = m.console, m.console
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	spawned := time.Now()
+	if err := m.cmd.Start(); err != nil {
+		m.cmd = nil
+		return nil, fmt.Errorf("%w: start %s: %v", execution.ErrInfrastructure, b.cfg.Binary, err)
+	}
+	go func() {
+		m.waitErr = m.cmd.Wait()
+		close(m.exited)
+	}()
+
+	bctx, cancel := context.WithTimeout(ctx, vs.timeout)
+	defer cancel()
+	con, err := accept(bctx, conL, m.exited)
+	if err != nil {
+		return nil, m.fail("connect console", err)
+	}
+	go readConsole(con, m.console)
+	ctl, err := accept(bctx, ctlL, m.exited)
+	if err != nil {
+		return nil, m.fail("connect transport", err)
+	}
+	m.phases.VMMStart = time.Since(spawned)
+	m.conn = transport.NewConn(ctl, 0)
+	stop := context.AfterFunc(bctx, func() { m.conn.Close() })
+	go func() {
+		select {
+		case <-m.exited:
+			m.conn.Close()
+		case <-bctx.Done():
+		}
+	}()
+	hello, _, err := transport.HostHandshake(bctx, m.conn)
+	stopped := stop()
+	if err != nil {
+		if !m.Alive() {
+			err = fmt.Errorf("%w (qemu exited)", err)
+		} else if bctx.Err() != nil {
+			err = fmt.Errorf("guest did not answer within %s: %w", vs.timeout, bctx.Err())
+		}
+		return nil, m.fail("handshake", err)
+	}
+	if !stopped || !m.Alive() {
+		return nil, m.fail("handshake", errors.New("the transport closed"))
+	}
+	m.hello = hello
+	m.phases.Boot = time.Since(spawned)
+	m.phases.KernelToInit = time.Duration(hello.InitStartNS)
+	m.phases.InitToReady = time.Duration(hello.ReadyNS - hello.InitStartNS)
+	return m, nil
+}
+
+var (
+	tscOnce sync.Once
+	tscKHz  int64
+)
+
+// hostTSCkHz returns the host CPU's clock in kHz from /proc/cpuinfo, or 0.
+func hostTSCkHz() int64 {
+	tscOnce.Do(func() {
+		b, err := os.ReadFile("/proc/cpuinfo")
+		if err != nil {
+			return
+		}
+		tscKHz = parseCPUMHz(string(b))
+	})
+	return tscKHz
+}
+
+// parseCPUMHz returns the first "cpu MHz" of a /proc/cpuinfo in kHz, or 0.
+func parseCPUMHz(cpuinfo string) int64 {
+	for _, line := range strings.Split(cpuinfo, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(k) != "cpu MHz" {
+			continue
+		}
+		mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || mhz < 100 || mhz > 100000 {
+			return 0
+		}
+		return int64(mhz * 1000)
+	}
+	return 0
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cmdline holds init's options from the kernel command line.
+type cmdline struct {
+	// port is the virtio-serial port name (glasshouse.port=).
+	port string
+	// vsockPort is the AF_VSOCK port to listen on (glasshouse.vsock=).
+	vsockPort uint32
+	// maxFrame bounds transport frames (glasshouse.maxframe=).
+	maxFrame int
+	// deviceWait bounds the wait for the transport and disks
+	// (glasshouse.devwait= in milliseconds).
+	deviceWait time.Duration
+	// helloWait bounds the wait for the host's Welcome
+	// (glasshouse.hellowait= in milliseconds).
+	helloWait time.Duration
+	debug     bool
+}
+
+// maxCmdline bounds what parseCmdline reads; the kernel's own limit is 2048
+// on x86 (COMMAND_LINE_SIZE), but init does not rely on it.
+const maxCmdline = 64 << 10
+
+// parseCmdline reads init's options from a kernel command line. Unknown
+// words and malformed values are ignored, keeping the defaults.
+func parseCmdline(s string) cmdline {
+	c := cmdline{deviceWait: 15 * time.Second, helloWait: 30 * time.Second}
+	if len(s) > maxCmdline {
+		s = s[:maxCmdline]
+	}
+	for _, w := range strings.Fields(s) {
+		k, v, _ := strings.Cut(w, "=")
+		switch k {
+		case "glasshouse.port":
+			if len(v) <= 255 {
+				c.port = v
+			}
+		case "glasshouse.vsock":
+			if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+				c.vsockPort = uint32(n)
+			}
+		case "glasshouse.maxframe":
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				c.maxFrame = n
+			}
+		case "glasshouse.devwait":
+			if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 3600_000 {
+				c.deviceWait = time.Duration(n) * time.Millisecond
+			}
+		case "glasshouse.hellowait":
+			if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 3600_000 {
+				c.helloWait = time.Duration(n) * time.Millisecond
+			}
+		case "glasshouse.debug":
+			c.debug = v == "" || v == "1"
+		}
+	}
+	return c
+}

@@ -1,0 +1,160 @@
+//go:build linux
+
+// Command init is the PID 1 of Glasshouse microVM guests, for QEMU and
+// Firecracker alike. Built static (CGO_ENABLED=0) and packed into the guest
+// initramfs with the kernel modules it loads, it:
+//
+//  1. mounts /dev, /proc, /sys and cgroup2, and loads the modules listed in
+//     /lib/modules/load.order (virtio transports and drivers, in order);
+//  2. mounts the read-only Python rootfs (virtio-blk serial "ghroot") and the
+//     writable per-run workspace (serial "ghwork") under /rootfs;
+//  3. opens the transport named on the kernel command line
+//     (glasshouse.port=NAME for a virtio-serial port, glasshouse.vsock=PORT
+//     for AF_VSOCK), sends Hello and waits for the host's Welcome;
+//  4. receives input files and one Run request, runs it chrooted in /rootfs
+//     as the unprivileged sandbox user inside a cgroup carrying the run's
+//     limits, streams stdout, stderr and profiling events back, reports the
+//     exit status and resource use, returns collected files;
+//  5. syncs and powers the VM off.
+//
+// Any failure of init itself ends the VM (the kernel panics when PID 1
+// exits, and panic=-1 reboots, which QEMU's -no-reboot turns into an exit),
+// so the host sees an infrastructure failure rather than a hang.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"glasshouse.dev/glasshouse/guest/transport"
+)
+
+func main() {
+	initStart := boottime()
+	console := openConsole()
+	opts := parseCmdline(readCmdline())
+	level := slog.LevelWarn
+	if opts.debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: level}))
+	if os.Getpid() != 1 {
+		log.Error("glasshouse init must run as PID 1")
+		os.Exit(2)
+	}
+	err := run(log, opts, initStart)
+	if err != nil {
+		log.Error("glasshouse init failed", "err", err)
+	}
+	powerOff(log)
+}
+
+// run boots the guest, serves one run and returns when the VM may power off.
+func run(log *slog.Logger, opts cmdline, initStart int64) error {
+	if err := mountEarly(); err != nil {
+		return err
+	}
+	loadModules(log, "/lib/modules/load.order", map[string]bool{"vsock": opts.vsockPort != 0})
+	log.Debug("modules loaded", "uptime_ms", boottime()/1e6)
+
+	ctx, cancel := context.WithTimeout(context.Background(), opts.deviceWait)
+	defer cancel()
+	conn, err := openTransport(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := mountRoot(ctx, log); err != nil {
+		sendError(conn, transport.CodeInternal, err)
+		return err
+	}
+	cg, err := setupCgroup()
+	if err != nil {
+		sendError(conn, transport.CodeInternal, err)
+		return err
+	}
+	collector, collectorErr := openCollector(log)
+	hello := transport.Hello{Kernel: kernelRelease(), InitStartNS: initStart}
+	if collectorErr != nil {
+		hello.CollectorError = collectorErr.Error()
+	} else {
+		hello.Collector = collector.Collector()
+	}
+	hello.ReadyNS = boottime()
+	hctx, hcancel := context.WithTimeout(context.Background(), opts.helloWait)
+	defer hcancel()
+	if _, err := transport.GuestHandshake(hctx, conn, hello); err != nil {
+		return err
+	}
+	log.Debug("handshake done", "uptime_ms", boottime()/1e6)
+	s := &session{log: log, conn: conn, cg: cg, collector: collector}
+	return s.serve()
+}
+
+func openTransport(ctx context.Context, opts cmdline) (*transport.Conn, error) {
+	switch {
+	case opts.port != "":
+		rw, err := transport.OpenVirtioSerial(ctx, opts.port)
+		if err != nil {
+			return nil, err
+		}
+		return transport.NewConn(rw, opts.maxFrame), nil
+	case opts.vsockPort != 0:
+		l, err := transport.ListenVsock(opts.vsockPort)
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		// The host connects in once the VM runs; it may take as long as a
+		// pool keeps the guest waiting, so no deadline but the host's.
+		c, err := transport.AcceptOne(context.Background(), l)
+		if err != nil {
+			return nil, err
+		}
+		return transport.NewConn(c, opts.maxFrame), nil
+	}
+	return nil, fmt.Errorf("no transport on the kernel command line (glasshouse.port= or glasshouse.vsock=)")
+}
+
+func sendError(conn *transport.Conn, code string, err error) {
+	msg := err.Error()
+	if len(msg) > transport.MaxMessageLen {
+		msg = msg[:transport.MaxMessageLen]
+	}
+	_ = conn.Send(&transport.Error{Code: code, Message: msg})
+}
+
+// boottime is CLOCK_BOOTTIME in nanoseconds: time since the kernel started.
+func boottime() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano()
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// powerOff syncs and turns the VM off. If the VMM ignores the request, a
+// reboot follows, which -no-reboot turns into an exit; if that fails too,
+// init exits and the kernel panics, which panic=-1 turns into a reboot.
+func powerOff(log *slog.Logger) {
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		log.Error("power off", "err", err)
+	}
+	time.Sleep(time.Second)
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	os.Exit(1)
+}

@@ -1,0 +1,98 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"glasshouse.dev/glasshouse/core/profiling"
+	"glasshouse.dev/glasshouse/guest/transport"
+)
+
+// eventBatch is how many events go in one Events frame at most; a batch is
+// also sent every flushEvery while events trickle in.
+const (
+	eventBatch = 256
+	flushEvery = 50 * time.Millisecond
+)
+
+// profiler forwards a guest collector session's events to the host.
+type profiler struct {
+	sess profiling.Session
+	sink *eventSink
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+// eventSink batches events into Events frames.
+type eventSink struct {
+	conn  *transport.Conn
+	mu    sync.Mutex
+	batch []profiling.Event
+}
+
+func (e *eventSink) Add(ev *profiling.Event) {
+	e.mu.Lock()
+	e.batch = append(e.batch, *ev)
+	full := len(e.batch) >= eventBatch
+	e.mu.Unlock()
+	if full {
+		e.flush()
+	}
+}
+
+func (e *eventSink) flush() {
+	e.mu.Lock()
+	batch := e.batch
+	e.batch = nil
+	e.mu.Unlock()
+	for len(batch) > 0 {
+		n := min(len(batch), eventBatch)
+		msg := &transport.Events{Events: batch[:n]}
+		if err := e.conn.Send(msg); err != nil {
+			return
+		}
+		batch = batch[n:]
+	}
+}
+
+func startProfiler(conn *transport.Conn, ctrl profiling.Controller, cg *cgroup) (*profiler, error) {
+	if err := ctrl.Available(); err != nil {
+		return nil, err
+	}
+	sink := &eventSink{conn: conn}
+	sess, err := ctrl.Start(context.Background(), profiling.Target{RunID: "guest", CgroupID: cg.id, CgroupPath: cg.dir}, sink)
+	if err != nil {
+		return nil, err
+	}
+	p := &profiler{sess: sess, sink: sink, done: make(chan struct{})}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(flushEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-t.C:
+				sink.flush()
+			}
+		}
+	}()
+	return p, nil
+}
+
+// stop ends the session once every event was delivered, and sends the
+// last batch.
+func (p *profiler) stop() (profiling.Report, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := p.sess.Stop(ctx)
+	close(p.done)
+	p.wg.Wait()
+	p.sink.flush()
+	return rep, err
+}
