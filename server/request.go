@@ -65,30 +65,30 @@ type BatchRequest struct {
 
 // runShape returns the strict shape of a RunRequest under l.
 func runShape(l *Limits) *shape {
-	return &shape{fields: map[string]*shape{
-		"code":     leaf(),
-		"language": leaf(),
-		"files": {max: l.MaxFiles, elem: &shape{fields: map[string]*shape{
-			"path": leaf(), "content_base64": leaf(), "executable": leaf(),
+	return &shape{kind: "object", fields: map[string]*shape{
+		"code":     str(),
+		"language": str(),
+		"files": {kind: "array", max: l.MaxFiles, elem: &shape{kind: "object", fields: map[string]*shape{
+			"path": str(), "content_base64": str(), "executable": boolean(),
 		}}},
-		"stdin":      leaf(),
-		"env":        {anyKeys: true, values: leaf(), max: l.MaxEnv},
-		"timeout_ms": leaf(),
-		"limits": {fields: map[string]*shape{
-			"memory_bytes": leaf(), "pids": leaf(), "cpu_millis": leaf(), "output_bytes": leaf(),
+		"stdin":      str(),
+		"env":        {kind: "object", anyKeys: true, values: str(), max: l.MaxEnv},
+		"timeout_ms": integer(),
+		"limits": {kind: "object", fields: map[string]*shape{
+			"memory_bytes": integer(), "pids": integer(), "cpu_millis": integer(), "output_bytes": integer(),
 		}},
-		"network": leaf(),
-		"profile": leaf(),
-		"policy":  leaf(),
-		"expect":  {fields: map[string]*shape{"stdout": leaf()}},
-		"backend": leaf(),
+		"network": str(),
+		"profile": str(),
+		"policy":  str(),
+		"expect":  {kind: "object", fields: map[string]*shape{"stdout": str()}},
+		"backend": str(),
 	}}
 }
 
 func batchShape(l *Limits) *shape {
-	return &shape{fields: map[string]*shape{
-		"runs":        {max: l.MaxBatch, elem: runShape(l)},
-		"parallelism": leaf(),
+	return &shape{kind: "object", fields: map[string]*shape{
+		"runs":        {kind: "array", max: l.MaxBatch, elem: runShape(l)},
+		"parallelism": integer(),
 	}}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,9 +95,27 @@ func (s *Server) routes() http.Handler {
 	handle("GET /health", "health", s.handleHealth, false)
 	mux.Handle("GET /metrics", s.m.handler())
 	mux.Handle("/", s.instrument("other", func(w http.ResponseWriter, r *http.Request) *Error {
-		return errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, truncate(r.URL.Path))
+		if allow := allowedMethods(r.URL.Path); allow != "" {
+			w.Header().Set("Allow", allow)
+			return errorf(http.StatusMethodNotAllowed, "%s does not accept %s (allowed: %s)", r.URL.Path, r.Method, allow)
+		}
+		return errorf(http.StatusNotFound, "no such endpoint: %s", truncate(r.URL.Path))
 	}))
 	return mux
+}
+
+// allowedMethods returns the methods a known path accepts, "" if the path
+// is unknown; the catch-all route uses it to answer 405 in JSON.
+func allowedMethods(path string) string {
+	switch {
+	case path == "/run" || path == "/runs":
+		return "POST"
+	case path == "/receipts" || path == "/health" || path == "/metrics":
+		return "GET, HEAD"
+	case strings.HasPrefix(path, "/receipts/") && !strings.Contains(path[len("/receipts/"):], "/"):
+		return "GET, HEAD"
+	}
+	return ""
 }
 
 // logInfo lets a handler add the run id to the request's log line.

@@ -17,6 +17,9 @@ import (
 // encoding/json does not make: duplicate keys, keys that match a field only
 // case-insensitively, and counts bounded before anything is allocated.
 type shape struct {
+	// kind, when set, is the JSON type the value must have: "string",
+	// "integer", "boolean", "object" or "array".
+	kind string
 	// fields are the allowed keys of an object; nil with anyKeys false
 	// means any value is accepted unchecked (a leaf).
 	fields map[string]*shape
@@ -30,7 +33,9 @@ type shape struct {
 	max int
 }
 
-func leaf() *shape { return &shape{} }
+func str() *shape     { return &shape{kind: "string"} }
+func integer() *shape { return &shape{kind: "integer"} }
+func boolean() *shape { return &shape{kind: "boolean"} }
 
 // maxDepth bounds nesting anywhere in a request; the deepest valid request
 // nests 3 levels.
@@ -148,11 +153,44 @@ func joinKey(path, key string) string {
 	return path + "." + key
 }
 
-// walkValue consumes one value; sh may be nil (unchecked territory).
+// kindOf names the JSON type of a token.
+func kindOf(tok json.Token) string {
+	switch v := tok.(type) {
+	case json.Delim:
+		if v == '{' {
+			return "object"
+		}
+		return "array"
+	case string:
+		return "string"
+	case json.Number:
+		return "number"
+	case bool:
+		return "boolean"
+	}
+	return "null"
+}
+
+// walkValue consumes one value; sh may be nil (unchecked territory). null
+// is accepted for any field and means "not given".
 func walkValue(dec *json.Decoder, sh *shape, path string, depth int) *Error {
 	tok, err := dec.Token()
 	if err != nil {
 		return syntaxErr(err)
+	}
+	if sh != nil && sh.kind != "" && tok != nil {
+		got := kindOf(tok)
+		ok := got == sh.kind
+		if sh.kind == "integer" && got == "number" {
+			_, perr := strconv.ParseInt(string(tok.(json.Number)), 10, 64)
+			ok = perr == nil
+			if !ok {
+				return fieldErr(http.StatusBadRequest, path, nil, "must be an integer in the int64 range, not %s", truncate(string(tok.(json.Number))))
+			}
+		}
+		if !ok {
+			return fieldErr(http.StatusBadRequest, path, nil, "must be %s %s, not %s %s", article(sh.kind), sh.kind, article(got), got)
+		}
 	}
 	d, ok := tok.(json.Delim)
 	if !ok {
@@ -168,6 +206,13 @@ func walkValue(dec *json.Decoder, sh *shape, path string, depth int) *Error {
 		return walkArray(dec, sh, path, depth+1)
 	}
 	return fieldErr(http.StatusBadRequest, "body", nil, "is not valid JSON: unexpected %q", d)
+}
+
+func article(kind string) string {
+	if kind == "integer" || kind == "object" || kind == "array" {
+		return "an"
+	}
+	return "a"
 }
 
 func walkObject(dec *json.Decoder, sh *shape, path string, depth int) *Error {

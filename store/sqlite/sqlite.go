@@ -429,3 +429,15 @@ func isConstraint(err error) bool {
 	// in their low byte.
 	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
 }
+
+// Snapshot writes a consistent copy of the database to path (which must
+// not exist) without stopping writers: a backup, or a copy for tests.
+func (s *Store) Snapshot(ctx context.Context, path string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if _, err := s.w.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
+		return fmt.Errorf("snapshot database: %w", err)
+	}
+	return nil
+}
