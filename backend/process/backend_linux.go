@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +31,9 @@ type Backend struct {
 	layoutErr error
 	// stateErr says why the state directory cannot hold workspaces.
 	stateErr error
+	// modes holds, per network mode, the result of preparing the cgroup
+	// parent that enforces it.
+	modes sync.Map // execution.Network -> func() error
 }
 
 // New returns a process backend.
@@ -213,7 +217,12 @@ func (i *instance) prepareContainment() error {
 		i.notes = append(i.notes, fmt.Sprintf("no per-run cgroup (%v): contained by a process group and rlimits; pids and CPU limits are not enforced, and processes that leave the process group are not killed at the end", i.b.layoutErr))
 		return i.prepareNetworkUnprivileged()
 	}
-	g, err := i.b.layout.Create(i.b.cfg.CgroupParent, filepath.Base(i.workspace), cgroup.Limits{
+	parent, err := i.b.modeParent(i.spec.Limits.Network)
+	if err != nil {
+		i.netErr = err
+		parent = i.b.cfg.CgroupParent
+	}
+	g, err := i.b.layout.Create(parent, filepath.Base(i.workspace), cgroup.Limits{
 		MemoryBytes: i.spec.Limits.MemoryBytes,
 		PIDs:        i.spec.Limits.PIDs,
 		CPUMillis:   i.spec.Limits.CPUMillis,

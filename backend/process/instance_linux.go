@@ -31,6 +31,9 @@ type instance struct {
 	exe         string
 	argv, env   []string
 	group       *cgroup.Group
+	// netErr says why the network mode could not be enforced through the
+	// cgroup; Start then falls back to a private network namespace.
+	netErr      error
 	containment string
 	notes       []string
 	// cleanups run in reverse order of registration.
@@ -85,13 +88,17 @@ func (i *instance) start() error {
 	if i.runsAsOther() {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: i.uid, Gid: i.gid, Groups: []uint32{}}
 	}
-	if i.group == nil && i.spec.Limits.Network == execution.NetworkNone {
+	switch {
+	case i.spec.Limits.Network != execution.NetworkNone:
+	case i.group == nil:
 		// Not root: an empty network namespace in a user namespace of our
 		// own is the one network limit we can still enforce.
 		uid, gid := os.Getuid(), os.Getgid()
 		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWUSER | unix.CLONE_NEWNET
 		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
 		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
+	case i.netErr != nil:
+		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWNET
 	}
 
 	stdin, err := i.stdinFile()

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,12 +49,16 @@ func removeParent(parent string) {
 	if err != nil {
 		return
 	}
-	dirs := []string{filepath.Join(l.Unified, parent)}
+	roots := []string{l.Unified}
 	for _, mnt := range l.V1 {
-		dirs = append(dirs, filepath.Join(mnt, parent))
+		roots = append(roots, mnt)
 	}
-	for _, d := range dirs {
-		_ = os.Remove(d)
+	for _, r := range roots {
+		modes, _ := filepath.Glob(filepath.Join(r, parent, "net-*"))
+		for _, m := range modes {
+			_ = os.Remove(m)
+		}
+		_ = os.Remove(filepath.Join(r, parent))
 	}
 }
 
@@ -90,12 +95,13 @@ func leftovers(state, parent string) func(string) []string {
 			roots = append(roots, mnt)
 		}
 		for _, r := range roots {
-			ents, _ := os.ReadDir(filepath.Join(r, parent))
-			for _, e := range ents {
-				if e.IsDir() {
-					out = append(out, "cgroup "+filepath.Join(r, parent, e.Name()))
+			top := filepath.Join(r, parent)
+			_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+				if err == nil && p != top && d.IsDir() && strings.HasPrefix(d.Name(), "glasshouse-") {
+					out = append(out, "cgroup "+p)
 				}
-			}
+				return nil
+			})
 		}
 		return out
 	}
@@ -355,4 +361,70 @@ func TestReapRemovesDeadOwnersRuns(t *testing.T) {
 		}
 	}
 	_ = os.Remove(filepath.Join(state, liveName))
+}
+
+// TestNetworkModes connects from the sandbox to a listener outside it: mode
+// none must refuse it with EPERM inside the sandbox before anything reaches
+// the listener; loopback must allow loopback and refuse other addresses.
+func TestNetworkModes(t *testing.T) {
+	b, _, _ := newBackend(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	code := `import errno, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    socket.create_connection((host, port), timeout=2).close()
+    print("connected")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e)))`
+	tests := []struct {
+		mode     execution.Network
+		host     string
+		want     string
+		accepted bool
+	}{
+		{execution.NetworkNone, "127.0.0.1", "EPERM", false},
+		{execution.NetworkLoopback, "127.0.0.1", "connected", true},
+		{execution.NetworkLoopback, "10.255.255.1", "EPERM", false},
+		{execution.NetworkFull, "127.0.0.1", "connected", true},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.mode)+"-"+tt.host, func(t *testing.T) {
+			r := run(t, b, execution.Spec{
+				Command: []string{"python3", "-c", code, tt.host, strconv.Itoa(port)},
+				Limits:  execution.Limits{Network: tt.mode},
+			})
+			if got := strings.TrimSpace(string(r.Result.Stdout)); got != tt.want {
+				t.Fatalf("connect: %q (stderr %q), want %q", got, r.Result.Stderr, tt.want)
+			}
+			select {
+			case <-accepted:
+				if !tt.accepted {
+					t.Fatal("the listener accepted a connection the mode forbids")
+				}
+			case <-time.After(200 * time.Millisecond):
+				if tt.accepted {
+					t.Fatal("the listener saw no connection")
+				}
+			}
+			if strings.Contains(strings.Join(r.Receipt.Backend.Notes, " "), "network") {
+				t.Errorf("enforcement degraded: %q", r.Receipt.Backend.Notes)
+			}
+		})
+	}
 }

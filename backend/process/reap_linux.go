@@ -27,18 +27,25 @@ func (b *Backend) Reap(ctx context.Context) (int, error) {
 	seen := map[string]bool{}
 	var errs []error
 	if b.layout != nil {
-		ents, err := os.ReadDir(filepath.Join(b.layout.Unified, b.cfg.CgroupParent))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+		parents := []string{b.cfg.CgroupParent}
+		modes, _ := filepath.Glob(filepath.Join(b.layout.Unified, b.cfg.CgroupParent, "net-*"))
+		for _, m := range modes {
+			parents = append(parents, filepath.Join(b.cfg.CgroupParent, filepath.Base(m)))
 		}
-		for _, e := range ents {
-			if !e.IsDir() || !ownerDead(e.Name()) {
-				continue
-			}
-			if err := b.reapGroup(ctx, e.Name()); err != nil {
+		for _, parent := range parents {
+			ents, err := os.ReadDir(filepath.Join(b.layout.Unified, parent))
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
-			seen[e.Name()] = true
+			for _, e := range ents {
+				if !e.IsDir() || !ownerDead(e.Name()) {
+					continue
+				}
+				if err := b.reapGroup(ctx, parent, e.Name()); err != nil {
+					errs = append(errs, err)
+				}
+				seen[e.Name()] = true
+			}
 		}
 	}
 	ents, err := os.ReadDir(b.cfg.StateDir)
@@ -74,14 +81,14 @@ func ownerDead(name string) bool {
 
 // reapGroup kills whatever is left in a dead owner's run cgroup and removes
 // it from every hierarchy, inner directories first.
-func (b *Backend) reapGroup(ctx context.Context, name string) error {
-	dir := filepath.Join(b.layout.Unified, b.cfg.CgroupParent, name)
+func (b *Backend) reapGroup(ctx context.Context, parent, name string) error {
+	dir := filepath.Join(b.layout.Unified, parent, name)
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("reap %s: %w", name, err)
 	}
 	dirs := []string{dir}
 	for _, mnt := range b.layout.V1 {
-		dirs = append(dirs, filepath.Join(mnt, b.cfg.CgroupParent, name))
+		dirs = append(dirs, filepath.Join(mnt, parent, name))
 	}
 	var errs []error
 	for _, d := range dirs {

@@ -26,3 +26,12 @@ func Attach(cgroupDir string, mode execution.Network) (*Guard, error) {
 
 // Close does nothing.
 func (g *Guard) Close() error { return nil }
+
+// Enforce is not supported off Linux, except for mode full, which needs
+// nothing.
+func Enforce(_ string, mode execution.Network) error {
+	if err := checkMode(mode); err != nil || mode == execution.NetworkFull {
+		return err
+	}
+	return fmt.Errorf("%w: cgroup BPF needs Linux, this is %s", ErrNotSupported, runtime.GOOS)
+}

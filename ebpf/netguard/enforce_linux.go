@@ -1,0 +1,96 @@
+//go:build linux
+
+package netguard
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"glasshouse.dev/glasshouse/core/execution"
+)
+
+// Enforce puts mode in force on cgroupDir and everything below it, for as
+// long as the cgroup exists. Unlike Attach, it owns nothing: programs of the
+// mode that are already attached to cgroupDir (by this process or an
+// earlier one) are kept, missing ones are attached and left attached.
+// Callers keep one parent cgroup per mode and create runs beneath it, so a
+// run pays no BPF syscalls at all. Enforce serialises with other processes
+// through an flock on the cgroup directory.
+func Enforce(cgroupDir string, mode execution.Network) error {
+	if err := checkMode(mode); err != nil {
+		return err
+	}
+	if mode == execution.NetworkFull {
+		return nil
+	}
+	dir, err := os.Open(cgroupDir)
+	if err != nil {
+		return fmt.Errorf("open cgroup: %w", err)
+	}
+	defer dir.Close()
+	fd := int(dir.Fd())
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock cgroup %s: %w", cgroupDir, err)
+	}
+	defer unix.Flock(fd, unix.LOCK_UN)
+	for _, p := range modes[mode] {
+		// The kernel knows a program by its function name, which is also
+		// its name in the object, so nothing needs loading to ask.
+		present, err := attached(fd, p.attach, p.name)
+		if err != nil {
+			return fmt.Errorf("%w: query %s on %s: %v", ErrNotSupported, p.attach, cgroupDir, err)
+		}
+		if present {
+			continue
+		}
+		spec, err := specOnce()
+		if err != nil {
+			return fmt.Errorf("parse netguard object: %w", err)
+		}
+		prog, err := ebpf.NewProgram(spec.Programs[p.name].Copy())
+		if err != nil {
+			return fmt.Errorf("%w: load %s: %v", ErrNotSupported, p.name, err)
+		}
+		err = link.RawAttachProgram(link.RawAttachProgramOptions{Target: fd, Program: prog, Attach: p.attach, Flags: unix.BPF_F_ALLOW_MULTI})
+		// The attachment holds the program; our descriptor is not needed.
+		prog.Close()
+		if err != nil {
+			return fmt.Errorf("%w: attach %s to %s: %v", ErrNotSupported, p.name, cgroupDir, err)
+		}
+	}
+	return nil
+}
+
+// attached reports whether a program named name is attached to the cgroup
+// for the attach type.
+func attached(cgroupFD int, at ebpf.AttachType, name string) (bool, error) {
+	res, err := link.QueryPrograms(link.QueryOptions{Target: cgroupFD, Attach: at})
+	if err != nil {
+		return false, err
+	}
+	if len(name) > unix.BPF_OBJ_NAME_LEN-1 {
+		name = name[:unix.BPF_OBJ_NAME_LEN-1]
+	}
+	for _, ap := range res.Programs {
+		prog, err := ebpf.NewProgramFromID(ap.ID)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // detached meanwhile
+		} else if err != nil {
+			return false, err
+		}
+		info, err := prog.Info()
+		prog.Close()
+		if err != nil {
+			return false, err
+		}
+		if info.Name == name {
+			return true, nil
+		}
+	}
+	return false, nil
+}
