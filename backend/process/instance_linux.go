@@ -26,11 +26,11 @@ type instance struct {
 	b    *Backend
 	spec execution.Spec
 
-	workspace   string
-	uid, gid    uint32
-	exe         string
-	argv, env   []string
-	group       *cgroup.Group
+	workspace string
+	uid, gid  uint32
+	exe       string
+	argv, env []string
+	group     *cgroup.Group
 	// netErr says why the network mode could not be enforced through the
 	// cgroup; Start then falls back to a private network namespace.
 	netErr      error

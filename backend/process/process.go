@@ -45,7 +45,7 @@ type Config struct {
 	// RunUIDs is the range per-run identities are taken from; default
 	// 1000000000 and 65536 ids, far from system and subordinate ranges.
 	RunUIDs UIDRange
-	Logger    *slog.Logger
+	Logger  *slog.Logger
 }
 
 // UIDRange is a range of user and group ids: Base to Base+Count-1.
