@@ -1,0 +1,35 @@
+package receipt
+
+// Seed adds a process that was already running when observation began, so
+// that later forks, execs and exits of it resolve against its image. It
+// serves observers that start watching a running workload (the agent's
+// /proc scan of a cgroup it found already populated) and rolling windows
+// that carry live processes over from the previous window. Unlike an exec
+// event it adds no file entry. p.EndOffsetMS is set to -1 (alive); p's
+// argv and strings are clipped to the caps like an exec's. A seed beyond
+// the process cap is counted in Omitted.Processes. Seeding a pid that is
+// already live replaces nothing and is ignored.
+func (a *Aggregator) Seed(p Process) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.live[p.PID]; ok {
+		return
+	}
+	argv := p.Argv
+	if len(argv) > a.caps.Argv {
+		argv = argv[:a.caps.Argv]
+	}
+	clipped := make([]string, len(argv))
+	for i, s := range argv {
+		clipped[i] = a.clip(s)
+	}
+	p.Argv = clipped
+	p.Exe, p.Cwd = a.clip(p.Exe), a.clip(p.Cwd)
+	p.EndOffsetMS = -1
+	p.ExecFailed = nil
+	i := a.newProc(p)
+	if i < 0 {
+		return
+	}
+	a.procs[i].execed = p.Exe != ""
+}
