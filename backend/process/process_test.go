@@ -25,7 +25,7 @@ import (
 
 // newBackend returns a backend with its own state directory and cgroup
 // parent, so leftovers can be attributed to this test.
-func newBackend(t *testing.T) (*process.Backend, string, string) {
+func newBackend(t testing.TB) (*process.Backend, string, string) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "python3")
