@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,7 +49,7 @@ type runFlags struct {
 func runCmd(args []string, stdout, stderr io.Writer) int {
 	f := runFlags{profile: optionalFlag{def: string(profiling.BestEffort), value: string(profiling.Off)}}
 	fs := newFlagSet("run")
-	fs.StringVar(&f.backend, "backend", "auto", "backend: auto (the most isolating one available) or one of "+joinNames()+"; the unisolated process backend is only used when named")
+	fs.StringVar(&f.backend, "backend", "auto", "backend: auto (the most isolating one available) or one of "+strings.Join(execution.Registered(), ", ")+"; the unisolated process backend is only used when named")
 	fs.DurationVar(&f.timeout, "timeout", execution.DefaultTimeout, "wall-clock limit; the whole process tree is killed when it expires")
 	fs.Var(&f.memory, "memory", "memory limit, e.g. 256MiB (default 512MiB)")
 	fs.Int64Var(&f.pids, "pids", 0, "limit on processes and threads (default 256)")
@@ -64,7 +65,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.receipt, "receipt", "", "write the receipt to FILE (default receipt.json when profiling)")
 	fs.Var(&f.profile, "profile", "observe the run: --profile (best-effort) or --profile=required")
 	fs.StringVar(&f.policy, "policy", "", "evaluate a policy file or built-in pack over the receipt")
-	fs.StringVar(&f.sign, "sign", "", "sign the receipt with the ed25519 private key in FILE (writes FILE.dsse.json next to the receipt)")
+	fs.StringVar(&f.sign, "sign", "", "sign the receipt with the ed25519 private key in FILE, writing RECEIPT.dsse.json beside it")
 	fs.BoolVar(&f.verbose, "verbose", false, "log what the engine does to stderr")
 	if help, err := parseFlags(fs, args, stdout); help || err != nil {
 		if err != nil {
@@ -80,17 +81,6 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	spec.Stdout, spec.Stderr = stdout, stderr
 	return f.execute(spec, stderr)
-}
-
-func joinNames() string {
-	s := ""
-	for i, n := range execution.Registered() {
-		if i > 0 {
-			s += ", "
-		}
-		s += n
-	}
-	return s
 }
 
 // spec turns flags and the command line into a validated spec.
