@@ -50,7 +50,12 @@ func CompileGlob(pattern string) (*Glob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %v", ErrBadGlob, pattern, err)
 	}
-	return &Glob{pattern: pattern, re: re, prefix: pattern[:strings.IndexAny(pattern, `*?[\`)]}, nil
+	prefix := pattern[:strings.IndexAny(pattern, `*?[\`)]
+	if strings.HasSuffix(pattern, "/**") && len(prefix) == len(pattern)-2 {
+		// A trailing /** also matches the directory itself.
+		prefix = strings.TrimSuffix(prefix, "/")
+	}
+	return &Glob{pattern: pattern, re: re, prefix: prefix}, nil
 }
 
 // Match reports whether path matches the pattern.

@@ -213,7 +213,7 @@ func parseDocument(file string, src []byte) (doc *document, err error) {
 			probs.add(kpos, "unknown field %q (want name, version, description, rules)", key)
 		}
 	}
-	at := nodePos(bodies[0])
+	at := startPos(bodies[0])
 	for _, req := range []string{"name", "version", "rules"} {
 		if !seen[req] {
 			probs.add(at, "missing %q", req)
@@ -259,7 +259,7 @@ func parseRules(n ast.Node, lines []string, probs *problems) []ruleSource {
 }
 
 func parseRule(n ast.Node, lines []string, probs *problems) (ruleSource, bool) {
-	r := ruleSource{at: nodePos(n)}
+	r := ruleSource{at: startPos(n)}
 	pairs, ok := mappingPairs(n)
 	if !ok {
 		probs.add(nodePos(n), "a rule must be a mapping with id, severity, description and condition")
@@ -335,6 +335,15 @@ func unwrap(n ast.Node) ast.Node {
 			return n
 		}
 	}
+}
+
+// startPos is the position of a mapping's first key, where a reader sees
+// it begin.
+func startPos(n ast.Node) pos {
+	if pairs, ok := mappingPairs(n); ok && len(pairs) > 0 {
+		return nodePos(pairs[0].Key)
+	}
+	return nodePos(n)
 }
 
 func mappingPairs(n ast.Node) ([]*ast.MappingValueNode, bool) {
