@@ -4,18 +4,20 @@
 // id, a severity (deny or warn), a description and a condition written in
 // CEL over the receipt. A rule either looks at the whole receipt
 //
-//	- id: incomplete
-//	  severity: deny
-//	  description: The run was not fully observed.
-//	  condition: profiling.status != "complete"
+//	rules:
+//	  - id: incomplete
+//	    severity: deny
+//	    description: The run was not fully observed.
+//	    condition: profiling.status != "complete"
 //
 // or, with `over`, tests one section entry by entry, bound to `e`:
 //
-//	- id: outside-workspace
-//	  severity: deny
-//	  description: A file was written outside the workspace.
-//	  over: files
-//	  condition: e.op == "write" && !e.path.under(workspace)
+//	rules:
+//	  - id: outside-workspace
+//	    severity: deny
+//	    description: A file was written outside the workspace.
+//	    over: files
+//	    condition: e.op == "write" && !e.path.under(workspace)
 //
 // Every condition sees the receipt's sections as variables named as in
 // receipt v1 (subject, backend, host, limits, outcome, output, resources,

@@ -48,11 +48,11 @@ func cleanReceipt() *receipt.Receipt {
 }
 
 type packCase struct {
-	name     string
-	pack     string
-	mutate   func(r *receipt.Receipt)
-	verdict  string
-	rule string // the rule that must fire ("" for allow)
+	name    string
+	pack    string
+	mutate  func(r *receipt.Receipt)
+	verdict string
+	rule    string // the rule that must fire ("" for allow)
 	// evidence names what the rule's evidence must point at, in order:
 	// a JSON pointer ("/outcome/timed_out"), or the path, address or exe
 	// of an entry of the rule's section ("/etc/shadow" is tried as a file
