@@ -2,8 +2,12 @@ package audit
 
 import "fmt"
 
-// maxBlind bounds the distinct blind-spot lines a session keeps.
-const maxBlind = 32
+// maxBlind bounds the distinct blind-spot lines a session keeps, and
+// maxBlindTracked the lines it remembers to count distinct ones.
+const (
+	maxBlind        = 32
+	maxBlindTracked = 1024
+)
 
 // blindSet collects distinct blind-spot descriptions in arrival order,
 // bounded to maxBlind lines plus a count of the rest. Not safe for
@@ -18,15 +22,17 @@ func (b *blindSet) add(line string) {
 	if b.seen[line] {
 		return
 	}
-	if len(b.lines) >= maxBlind {
-		b.more++
-		return
-	}
 	if b.seen == nil {
 		b.seen = make(map[string]bool)
 	}
-	b.seen[line] = true
-	b.lines = append(b.lines, line)
+	if len(b.seen) < maxBlindTracked {
+		b.seen[line] = true
+	}
+	if len(b.lines) < maxBlind {
+		b.lines = append(b.lines, line)
+		return
+	}
+	b.more++
 }
 
 func (b *blindSet) list() []string {

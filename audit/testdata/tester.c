@@ -15,6 +15,8 @@
  *   tester noise DIR     loop forever doing file, process and socket work in DIR
  *   tester spin N        N open/close pairs of /dev/null (benchmarks)
  *   tester forkexec N    N fork+exec of "tester chain 0" (benchmarks)
+ *   tester iouring       create an io_uring instance (its operations bypass syscalls)
+ *   tester int80         make a 32-bit open() through int 0x80
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -257,6 +260,28 @@ static int forkexec(int n)
 	return 0;
 }
 
+static int iouring(void)
+{
+	unsigned char params[120]; /* struct io_uring_params */
+	memset(params, 0, sizeof(params));
+	long fd = syscall(425 /* io_uring_setup */, 4, params);
+	if (fd < 0) {
+		printf("io_uring_setup: %s\n", strerror(errno));
+		return 1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int int80(void)
+{
+	/* A static, non-PIE binary keeps this below 4 GiB, as int 0x80 needs. */
+	static const char path[] = "/nonexistent-int80";
+	long ret;
+	asm volatile("int $0x80" : "=a"(ret) : "a"(5L /* i386 open */), "b"((long)path), "c"(0L) : "memory");
+	return ret < 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	self = argv[0];
@@ -288,5 +313,9 @@ int main(int argc, char **argv)
 		return spin(argc > 2 ? atol(argv[2]) : 0);
 	if (!strcmp(cmd, "forkexec"))
 		return forkexec(n);
+	if (!strcmp(cmd, "iouring"))
+		return iouring();
+	if (!strcmp(cmd, "int80"))
+		return int80();
 	return 64;
 }

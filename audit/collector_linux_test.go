@@ -1,0 +1,418 @@
+//go:build linux
+
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"glasshouse.dev/glasshouse/core/execution"
+	"glasshouse.dev/glasshouse/core/profiling"
+	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/ebpf/netguard"
+	"glasshouse.dev/glasshouse/internal/cgroup"
+	"glasshouse.dev/glasshouse/internal/testenv"
+)
+
+// recorder is a sink that keeps every event.
+type recorder struct {
+	mu     sync.Mutex
+	events []*profiling.Event
+}
+
+func (r *recorder) Add(ev *profiling.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+}
+
+func (r *recorder) count(f func(*profiling.Event) bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, ev := range r.events {
+		if f(ev) {
+			n++
+		}
+	}
+	return n
+}
+
+var groupSeq atomic.Int64
+
+// newGroup makes a cgroup2 directory (under parent, relative to the cgroup2
+// root) that is killed and removed at cleanup.
+func newGroup(t *testing.T, parent string) *cgroup.Group {
+	t.Helper()
+	layout, err := cgroup.Detect()
+	if err != nil {
+		testenv.Skip(t, "cgroup2: "+err.Error())
+	}
+	if parent == "" {
+		parent = "glasshouse-test"
+	}
+	g, err := layout.Create(parent, fmt.Sprintf("audit-%d-%d", os.Getpid(), groupSeq.Add(1)), cgroup.Limits{})
+	if err != nil {
+		t.Fatalf("create cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		g.Kill()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		g.WaitEmpty(ctx)
+		if err := g.Remove(); err != nil {
+			t.Errorf("remove cgroup: %v", err)
+		}
+		os.Remove(layout.Unified + "/glasshouse-test")
+	})
+	return g
+}
+
+// runIn starts cmd in g and waits for it and for the group to empty.
+func runIn(t *testing.T, g *cgroup.Group, cmd *exec.Cmd) {
+	t.Helper()
+	if err := g.StartInGroup(cmd); err != nil {
+		t.Fatalf("start %v: %v", cmd.Args, err)
+	}
+	cmd.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := g.WaitEmpty(ctx); err != nil {
+		t.Fatalf("wait for the group to empty: %v", err)
+	}
+}
+
+// observe runs the tester with args in a fresh cgroup under one session
+// and returns what the session delivered.
+func observe(t *testing.T, c *Collector, f *fixture, args ...string) (*recorder, profiling.Report) {
+	t.Helper()
+	g := newGroup(t, "")
+	rec := &recorder{}
+	s, err := c.Start(context.Background(), profiling.Target{RunID: t.Name(), CgroupID: g.ID(), CgroupPath: g.Path()}, rec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	cmd := exec.Command(f.tester, args...)
+	cmd.Dir = t.TempDir()
+	runIn(t, g, cmd)
+	rep, err := s.Stop(context.Background())
+	if err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	return rec, rep
+}
+
+func isOpen(ev *profiling.Event) bool { return ev.Kind == profiling.KindFile && ev.Path == "/dev/null" }
+
+// A session delivers every event before Stop returns: the flush barrier is
+// exact, so the count is too.
+func TestStopDeliversEverything(t *testing.T) {
+	f := setup(t)
+	const n = 50000
+	rec, rep := observe(t, f.coll, f, "spin", fmt.Sprint(n))
+	if got := rec.count(isOpen); got != n {
+		t.Errorf("delivered %d opens of /dev/null, want %d", got, n)
+	}
+	if rep.Dropped != 0 || len(rep.Blind) != 0 {
+		t.Errorf("report %+v, want nothing dropped or blind", rep)
+	}
+	if rep.Events != int64(len(rec.events)) {
+		t.Errorf("report says %d events, sink got %d", rep.Events, len(rec.events))
+	}
+}
+
+// With a tiny ring buffer and a sink that stalls, the kernel cannot queue
+// everything: what it drops is counted, so that delivered + dropped is
+// exactly what the workload did.
+func TestDropsAreCounted(t *testing.T) {
+	f := setup(t)
+	c, err := Open(Config{RingBytes: MinRingBytes, CgroupRoot: "-"})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c.Close()
+	g := newGroup(t, "")
+	release := make(chan struct{})
+	rec := &recorder{}
+	stall := sinkFunc(func(ev *profiling.Event) {
+		<-release
+		rec.Add(ev)
+	})
+	s, err := c.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, stall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20000
+	cmd := exec.Command(f.tester, "spin", fmt.Sprint(n))
+	runIn(t, g, cmd)
+	close(release)
+	rep, err := s.Stop(context.Background())
+	if err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if rep.Dropped == 0 {
+		t.Fatalf("nothing dropped with a %d-byte ring and a stalled reader", MinRingBytes)
+	}
+	// fork + exec + n opens + exit.
+	if got := rep.Events + rep.Dropped; got != n+3 {
+		t.Errorf("delivered %d + dropped %d = %d, want %d", rep.Events, rep.Dropped, got, n+3)
+	}
+	if st := c.Stats(); st.Dropped < uint64(rep.Dropped) {
+		t.Errorf("Stats().Dropped = %d, want at least %d", st.Dropped, rep.Dropped)
+	}
+}
+
+type sinkFunc func(*profiling.Event)
+
+func (f sinkFunc) Add(ev *profiling.Event) { f(ev) }
+
+// Concurrent sessions each see exactly their own workload.
+func TestConcurrentSessions(t *testing.T) {
+	f := setup(t)
+	var wg sync.WaitGroup
+	counts := []int{1000, 2000, 3000, 4000}
+	got := make([]int, len(counts))
+	reps := make([]profiling.Report, len(counts))
+	groups := make([]*cgroup.Group, len(counts))
+	for i := range counts {
+		groups[i] = newGroup(t, "")
+	}
+	for i, n := range counts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := &recorder{}
+			s, err := f.coll.Start(context.Background(), profiling.Target{CgroupID: groups[i].ID()}, rec)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			cmd := exec.Command(f.tester, "spin", fmt.Sprint(n))
+			if err := groups[i].StartInGroup(cmd); err != nil {
+				t.Error(err)
+				return
+			}
+			cmd.Wait()
+			reps[i], err = s.Stop(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = rec.count(isOpen)
+		}()
+	}
+	wg.Wait()
+	for i, n := range counts {
+		if got[i] != n || reps[i].Dropped != 0 {
+			t.Errorf("session %d: %d opens, %d dropped; want %d and 0", i, got[i], reps[i].Dropped, n)
+		}
+	}
+}
+
+// A session on a parent cgroup sees its descendants; a session on the root
+// cgroup sees everything; both coexist with the child's own session.
+func TestNestedAndRootSessions(t *testing.T) {
+	f := setup(t)
+	parent := newGroup(t, "")
+	layout, _ := cgroup.Detect()
+	rel := strings.TrimPrefix(parent.Path(), layout.Unified+"/")
+	child := newGroup(t, rel)
+	recs := map[string]*recorder{"parent": {}, "child": {}, "root": {}}
+	ids := map[string]uint64{"parent": parent.ID(), "child": child.ID(), "root": inode(t, layout.Unified)}
+	sessions := map[string]profiling.Session{}
+	for name, rec := range recs {
+		s, err := f.coll.Start(context.Background(), profiling.Target{RunID: name, CgroupID: ids[name]}, rec)
+		if err != nil {
+			t.Fatalf("Start %s: %v", name, err)
+		}
+		sessions[name] = s
+	}
+	const n = 500
+	cmd := exec.Command(f.tester, "spin", fmt.Sprint(n))
+	runIn(t, child, cmd)
+	pid := int64(cmd.Process.Pid)
+	for name, s := range sessions {
+		rep, err := s.Stop(context.Background())
+		if err != nil {
+			t.Fatalf("Stop %s: %v", name, err)
+		}
+		got := recs[name].count(func(ev *profiling.Event) bool { return isOpen(ev) && ev.PID == pid })
+		if got != n {
+			t.Errorf("session %s saw %d of the child's opens, want %d (report %+v)", name, got, n, rep)
+		}
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+func TestStartRejects(t *testing.T) {
+	f := setup(t)
+	g := newGroup(t, "")
+	if _, err := f.coll.Start(context.Background(), profiling.Target{}, &recorder{}); !errors.Is(err, ErrInvalidTarget) {
+		t.Errorf("zero cgroup id: got %v, want ErrInvalidTarget", err)
+	}
+	if _, err := f.coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, nil); !errors.Is(err, ErrInvalidTarget) {
+		t.Errorf("nil sink: got %v, want ErrInvalidTarget", err)
+	}
+	s, err := f.coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, &recorder{}); !errors.Is(err, ErrTargetBusy) {
+		t.Errorf("second session on a cgroup: got %v, want ErrTargetBusy", err)
+	}
+	r1, err1 := s.Stop(context.Background())
+	r2, err2 := s.Stop(context.Background())
+	if err1 != nil || err2 != nil || r1.Events != r2.Events {
+		t.Errorf("Stop twice: %v %v %+v %+v", err1, err2, r1, r2)
+	}
+	// The cgroup can be observed again once stopped.
+	s, err = f.coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, &recorder{})
+	if err != nil {
+		t.Fatalf("restart after Stop: %v", err)
+	}
+	s.Stop(context.Background())
+	if st := f.coll.Stats(); st.Sessions != 0 {
+		t.Errorf("Stats().Sessions = %d after every session stopped", st.Sessions)
+	}
+}
+
+func TestCloseIsIdempotentAndFinal(t *testing.T) {
+	testenv.RequireRoot(t)
+	c, err := Open(Config{CgroupRoot: "-"})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if c.LoadTime() <= 0 {
+		t.Errorf("LoadTime = %v", c.LoadTime())
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := c.Available(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Available after Close: %v", err)
+	}
+	if _, err := c.Start(context.Background(), profiling.Target{CgroupID: 1}, &recorder{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Start after Close: %v", err)
+	}
+}
+
+// What the collector cannot see is reported, never silently missing.
+func TestBlindSpots(t *testing.T) {
+	f := setup(t)
+	cases := []struct{ args, want string }{
+		{"iouring", "io_uring_setup by pid"},
+		{"int80", "32-bit syscalls (int 0x80) by pid"},
+	}
+	for _, c := range cases {
+		t.Run(c.args, func(t *testing.T) {
+			_, rep := observe(t, f.coll, f, c.args)
+			if len(rep.Blind) != 1 || !strings.Contains(rep.Blind[0], c.want) {
+				t.Errorf("blind = %q, want one line containing %q", rep.Blind, c.want)
+			}
+		})
+	}
+}
+
+func TestCapabilities(t *testing.T) {
+	f := setup(t)
+	caps := f.coll.Capabilities()
+	if !caps.Usable() || !caps.BTF {
+		t.Errorf("capabilities of a loaded collector: %+v", caps)
+	}
+	if !strings.Contains(strings.Join(caps.ProgramTypes, ","), "raw_tracepoint") {
+		t.Errorf("program types %v lack raw_tracepoint", caps.ProgramTypes)
+	}
+	if f.coll.SocketHooks() == "" {
+		t.Errorf("socket hooks not attached on a host with cgroup2")
+	}
+}
+
+// The enforcement test of issue 4: in a network-none sandbox Python's
+// create_connection to a listener outside fails with EPERM, the listener
+// sees nothing, and the receipt records the denied connect.
+func TestNetworkNoneDeniesAndRecords(t *testing.T) {
+	f := setup(t)
+	python := testenv.RequireBinary(t, "python3")
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	g := newGroup(t, "")
+	guard, err := netguard.Attach(g.Path(), execution.NetworkNone)
+	if err != nil {
+		t.Fatalf("netguard: %v", err)
+	}
+	defer guard.Close()
+	agg := receipt.NewAggregator(time.Now(), receipt.Caps{})
+	s, err := f.coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, agg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := fmt.Sprintf(`
+import socket
+try:
+    socket.create_connection(("127.0.0.1", %d), timeout=5)
+    print("connected")
+except PermissionError as e:
+    print("EPERM", e.errno)
+`, port)
+	var out strings.Builder
+	cmd := exec.Command(python, "-c", code)
+	cmd.Stdout = &out
+	runIn(t, g, cmd)
+	rep, err := s.Stop(context.Background())
+	if err != nil || rep.Dropped != 0 {
+		t.Fatalf("Stop: %+v %v", rep, err)
+	}
+	if strings.TrimSpace(out.String()) != "EPERM 1" {
+		t.Errorf("python printed %q, want EPERM 1", out.String())
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Errorf("the listener outside accepted %d connections", n)
+	}
+	_, _, nets, _ := agg.Sections()
+	want := receipt.Net{Op: receipt.NetConnect, Family: receipt.FamilyInet, Protocol: receipt.ProtoTCP, Address: "127.0.0.1", Port: int64(port), OK: false, Errno: "EPERM"}
+	found := false
+	for _, n := range nets {
+		n.PID, n.Count = 0, 0
+		if n == want {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("network section %+v lacks the denied connect %+v", nets, want)
+	}
+}
