@@ -82,7 +82,7 @@ func scripts(ctl *control) map[string]fake.Script {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *server.Server
 	http  *httptest.Server
 	store *sqlite.Store
@@ -100,7 +100,7 @@ func newEnv(t *testing.T, mod func(*server.Config)) *env {
 	return newEnvAt(t, dir, mod)
 }
 
-func newEnvAt(t *testing.T, dir string, mod func(*server.Config)) *env {
+func newEnvAt(t testing.TB, dir string, mod func(*server.Config)) *env {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), sqlite.Config{Dir: dir})
 	if err != nil {
@@ -156,7 +156,7 @@ type reply struct {
 	body   []byte
 }
 
-func (r reply) json(t *testing.T, v any) {
+func (r reply) json(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)
@@ -170,7 +170,7 @@ type apiError struct {
 	Limit json.RawMessage `json:"limit"`
 }
 
-func (r reply) apiErr(t *testing.T) apiError {
+func (r reply) apiErr(t testing.TB) apiError {
 	t.Helper()
 	var e apiError
 	r.json(t, &e)
@@ -224,7 +224,7 @@ func (e *env) receipt(token, id string) *receipt.Receipt {
 	return checkReceipt(e.t, r.body)
 }
 
-func checkReceipt(t *testing.T, b []byte) *receipt.Receipt {
+func checkReceipt(t testing.TB, b []byte) *receipt.Receipt {
 	t.Helper()
 	if err := receipt.Verify(b); err != nil {
 		t.Fatalf("receipt does not verify: %v\n%s", err, b)
@@ -238,6 +238,12 @@ func checkReceipt(t *testing.T, b []byte) *receipt.Receipt {
 	}
 	return rc
 }
+
+func newBenchEnv(b *testing.B) *env {
+	return newEnvAt(b, b.TempDir(), func(c *server.Config) { c.Limits = server.Limits{} })
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 func quote(s string) string {
 	b, _ := json.Marshal(s)
