@@ -155,4 +155,3 @@ func firstLine(s string) string {
 	}
 	return s
 }
-

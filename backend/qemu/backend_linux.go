@@ -26,6 +26,8 @@ type Backend struct {
 	cfg  Config
 	log  *slog.Logger
 	pool *vmpool.Pool[*machine]
+	// boots is a semaphore bounding concurrent boots.
+	boots chan struct{}
 
 	accelOnce sync.Once
 	accel     string
@@ -60,12 +62,12 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Backend{cfg: cfg, log: log.With("backend", Name)}
+	b := &Backend{cfg: cfg, log: log.With("backend", Name), boots: make(chan struct{}, cfg.MaxBoots)}
 	pool, err := vmpool.New(vmpool.Config{
 		Size: cfg.PoolSize, MaxBoots: cfg.PoolBoots, MaxIdle: cfg.PoolMaxIdle,
 		BootTimeout: cfg.BootTimeout + probeTimeout, Logger: b.log,
 	}, func(ctx context.Context) (*machine, error) {
-		return b.bootVM(ctx, vmSpec{accel: b.accelFor(ctx), memoryBytes: cfg.MemoryBytes, timeout: cfg.BootTimeout})
+		return b.bootVM(ctx, vmSpec{accel: b.accelFor(ctx), memoryBytes: cfg.MemoryBytes, timeout: cfg.BootTimeout, prewarm: true})
 	})
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 //	qemu.pool=N              idle booted guests to keep (default 0: every run boots)
 //	qemu.pool_boots=N        concurrent background boots (default 1)
 //	qemu.pool_max_idle=DUR   recycle pooled guests idle longer (default 10m)
+//	qemu.max_boots=N         concurrent boots, pooled or not (default: CPU count)
 //	qemu.accel=auto|kvm|tcg  accelerator (default auto: KVM only if a probe boot works)
 //	qemu.binary=PATH         QEMU binary (default qemu-system-x86_64)
 //	qemu.memory=SIZE         guest RAM of pooled guests (default 1GiB); a run whose
@@ -36,6 +38,7 @@ type Config struct {
 	PoolSize    int
 	PoolBoots   int
 	PoolMaxIdle time.Duration
+	MaxBoots    int
 	MemoryBytes int64
 	CPUs        int
 	Workspace   int64
@@ -71,6 +74,7 @@ func DefaultConfig() Config {
 		Accel:       "auto",
 		PoolBoots:   1,
 		PoolMaxIdle: 10 * time.Minute,
+		MaxBoots:    runtime.NumCPU(),
 		MemoryBytes: 1 << 30,
 		CPUs:        1,
 		Workspace:   1 << 30,
@@ -91,6 +95,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("qemu.pool %d is outside [0, %d]", c.PoolSize, maxPool)
 	case c.PoolBoots < 1 || c.PoolBoots > 64:
 		return fmt.Errorf("qemu.pool_boots %d is outside [1, 64]", c.PoolBoots)
+	case c.MaxBoots < 1 || c.MaxBoots > 256:
+		return fmt.Errorf("qemu.max_boots %d is outside [1, 256]", c.MaxBoots)
 	case c.PoolMaxIdle < 0:
 		return fmt.Errorf("qemu.pool_max_idle %s is negative", c.PoolMaxIdle)
 	case c.MemoryBytes < minMemory || c.MemoryBytes > maxMemory:
@@ -126,6 +132,8 @@ func configFrom(opts execution.Options) (Config, error) {
 			c.PoolSize, err = strconv.Atoi(v)
 		case "pool_boots":
 			c.PoolBoots, err = strconv.Atoi(v)
+		case "max_boots":
+			c.MaxBoots, err = strconv.Atoi(v)
 		case "pool_max_idle":
 			c.PoolMaxIdle, err = time.ParseDuration(v)
 		case "accel":

@@ -294,7 +294,7 @@ func (i *instance) read() {
 }
 
 type collected struct {
-	data                       []byte
+	data                      []byte
 	exec, truncated, complete bool
 }
 
@@ -461,4 +461,3 @@ func (c *capture) write(p []byte) bool {
 	}
 	return c.truncated
 }
-

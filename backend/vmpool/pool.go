@@ -113,6 +113,11 @@ type Pool[M Machine] struct {
 	retryAt time.Time
 	stats   Stats
 	kick    chan struct{}
+	// changed is closed and replaced whenever a background boot ends, to
+	// wake Gets waiting for it.
+	changed chan struct{}
+	// waiting counts Gets waiting for a background boot.
+	waiting int
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -137,8 +142,8 @@ func New[M Machine](cfg Config, boot BootFunc[M]) (*Pool[M], error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pool[M]{cfg: cfg, boot: boot, log: log, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		stats: Stats{Size: cfg.Size}}, nil
+	return &Pool[M]{cfg: cfg, boot: boot, log: log, kick: make(chan struct{}, 1), changed: make(chan struct{}),
+		ctx: ctx, cancel: cancel, stats: Stats{Size: cfg.Size}}, nil
 }
 
 // Warm starts filling the pool in the background.
@@ -160,9 +165,10 @@ func (p *Pool[M]) poke() {
 	}
 }
 
-// Get returns a machine for one run: an idle one (warm is true) or, when
-// none is idle, one booted now with boot. The caller owns the machine and
-// must Close it; it never returns to the pool.
+// Get returns a machine for one run: an idle one (warm is true), one a
+// background boot is about to deliver, or, when neither is at hand, one
+// booted now with boot. The caller owns the machine and must Close it; it
+// never returns to the pool.
 func (p *Pool[M]) Get(ctx context.Context) (m M, warm bool, err error) {
 	p.Warm()
 	for {
@@ -170,6 +176,25 @@ func (p *Pool[M]) Get(ctx context.Context) (m M, warm bool, err error) {
 		if p.closed {
 			p.mu.Unlock()
 			return m, false, ErrClosed
+		}
+		if len(p.idle) == 0 && p.waiting < p.booting {
+			// A background boot is under way that no one else waits for:
+			// waiting for it is faster than starting another boot on the
+			// same CPUs.
+			p.waiting++
+			changed := p.changed
+			p.mu.Unlock()
+			select {
+			case <-changed:
+			case <-ctx.Done():
+			}
+			p.mu.Lock()
+			p.waiting--
+			p.mu.Unlock()
+			if ctx.Err() != nil {
+				return m, false, ctx.Err()
+			}
+			continue
 		}
 		if len(p.idle) == 0 {
 			p.stats.Misses++
@@ -282,6 +307,10 @@ func (p *Pool[M]) bootOne() {
 		p.idle = append(p.idle, idleMachine[M]{m: m, since: time.Now()})
 		p.mu.Unlock()
 	}
+	p.mu.Lock()
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
 	p.poke()
 }
 

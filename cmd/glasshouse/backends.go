@@ -4,4 +4,5 @@ package main
 import (
 	_ "glasshouse.dev/glasshouse/backend/fake"
 	_ "glasshouse.dev/glasshouse/backend/process"
+	_ "glasshouse.dev/glasshouse/backend/qemu"
 )

@@ -20,7 +20,11 @@ type cmdline struct {
 	// helloWait bounds the wait for the host's Welcome
 	// (glasshouse.hellowait= in milliseconds).
 	helloWait time.Duration
-	debug     bool
+	// prewarm runs Python once before the guest reports ready, so that a
+	// pooled guest's first run finds the interpreter in the page cache
+	// (glasshouse.prewarm=1).
+	prewarm bool
+	debug   bool
 }
 
 // maxCmdline bounds what parseCmdline reads; the kernel's own limit is 2048
@@ -57,6 +61,8 @@ func parseCmdline(s string) cmdline {
 			if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 3600_000 {
 				c.helloWait = time.Duration(n) * time.Millisecond
 			}
+		case "glasshouse.prewarm":
+			c.prewarm = v == "" || v == "1"
 		case "glasshouse.debug":
 			c.debug = v == "" || v == "1"
 		}

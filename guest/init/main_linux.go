@@ -27,6 +27,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +40,7 @@ func main() {
 	initStart := boottime()
 	console := openConsole()
 	opts := parseCmdline(readCmdline())
-	level := slog.LevelWarn
+	level := slog.LevelInfo
 	if opts.debug {
 		level = slog.LevelDebug
 	}
@@ -59,6 +61,7 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 	if err := mountEarly(); err != nil {
 		return err
 	}
+	log.Info("glasshouse init started", "uptime_ms", initStart/1e6)
 	loadModules(log, "/lib/modules/load.order", map[string]bool{"vsock": opts.vsockPort != 0})
 	log.Debug("modules loaded", "uptime_ms", boottime()/1e6)
 
@@ -78,6 +81,9 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 		sendError(conn, transport.CodeInternal, err)
 		return err
 	}
+	if opts.prewarm {
+		prewarm(log)
+	}
 	collector, collectorErr := openCollector(log)
 	hello := transport.Hello{Kernel: kernelRelease(), InitStartNS: initStart}
 	if collectorErr != nil {
@@ -91,7 +97,7 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 	if _, err := transport.GuestHandshake(hctx, conn, hello); err != nil {
 		return err
 	}
-	log.Debug("handshake done", "uptime_ms", boottime()/1e6)
+	log.Info("glasshouse init ready", "uptime_ms", boottime()/1e6)
 	s := &session{log: log, conn: conn, cg: cg, collector: collector}
 	return s.serve()
 }
@@ -157,4 +163,22 @@ func powerOff(log *slog.Logger) {
 	time.Sleep(time.Second)
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 	os.Exit(1)
+}
+
+// prewarm runs the interpreter once, as the sandbox user in the read-only
+// rootfs, to load it and the common standard library into the page cache.
+// It writes nothing: the rootfs is read-only and its cwd is /.
+func prewarm(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "-c", "import encodings.utf_8, json, os, re, sys")
+	cmd.Env = []string{"PATH=" + defaultPath, "LANG=C.UTF-8"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Chroot:     rootDir,
+		Credential: &syscall.Credential{Uid: sandboxUID, Gid: sandboxUID, Groups: []uint32{}},
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		log.Warn("prewarm python", "err", err, "output", string(out))
+	}
 }
