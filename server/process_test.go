@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"glasshouse.dev/glasshouse/audit"
 	"glasshouse.dev/glasshouse/backend/process"
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/internal/testenv"
@@ -147,5 +148,57 @@ func TestProcessBatch(t *testing.T) {
 	}
 	if len(seen) != 6 {
 		t.Fatalf("indices %v", seen)
+	}
+}
+
+// TestProcessProfiled runs through the server with the shared host eBPF
+// collector: one collector serves every run, and a required-profiling run
+// gets a complete receipt that shows the interpreter's exec.
+func TestProcessProfiled(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "python3")
+	col, err := audit.Open(audit.Config{})
+	if err != nil {
+		testenv.Skip(t, "host eBPF collector: "+err.Error())
+	}
+	t.Cleanup(func() { col.Close() })
+	state := t.TempDir()
+	if err := os.Chmod(filepath.Dir(state), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pb, err := process.New(process.Config{StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *server.Config) {
+		c.Backends = []execution.Backend{pb}
+		c.AllowUnisolated = true
+		c.Profiler = col
+		c.ProfilerDropped = func() uint64 { return col.Stats().Dropped }
+	})
+	var h server.Health
+	e.do("GET", "/health", "", nil).json(t, &h)
+	if h.Profiler.Status != "loaded" || h.Profiler.Collector != "ebpf-host" || h.Status != "ok" {
+		t.Fatalf("health profiler %+v status %s", h.Profiler, h.Status)
+	}
+	r := e.do("POST", "/runs", "", []byte(`{"runs":[{"code":"print(2+2)","profile":"required"},{"code":"import subprocess; subprocess.run(['true'])","profile":"required"}]}`))
+	if r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(r.body)), "\n")[:2] {
+		var m server.RunResponse
+		json.Unmarshal([]byte(l), &m)
+		if m.Profiling != "complete" || m.Failure != "none" {
+			t.Fatalf("run %s", l)
+		}
+		rc := e.receipt("", m.ID)
+		if rc.Profiling.Collector != "ebpf-host" || rc.Profiling.Events == 0 || len(rc.Processes) == 0 ||
+			!strings.HasSuffix(rc.Processes[0].Exe, "python3") && !strings.Contains(rc.Processes[0].Exe, "python") {
+			t.Fatalf("receipt profiling %+v processes %+v", rc.Profiling, rc.Processes)
+		}
+	}
+	m := string(e.do("GET", "/metrics", "", nil).body)
+	if !strings.Contains(m, "glasshouse_profiler_dropped_events_total 0") {
+		t.Fatalf("metrics lack the profiler's drop counter:\n%s", grep(m, "dropped"))
 	}
 }

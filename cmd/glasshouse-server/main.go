@@ -182,12 +182,20 @@ func serve(log *slog.Logger, o options) error {
 
 	var backends []execution.Backend
 	for _, name := range execution.Registered() {
-		b, err := execution.NewBackend(name, execution.Options{Logger: log.With("backend", name), StateDir: o.stateDir, ArtifactsDir: o.artifactsDir, Settings: o.settings})
+		b, err := execution.NewBackend(name, execution.Options{Logger: log, StateDir: o.stateDir, ArtifactsDir: o.artifactsDir, Settings: o.settings})
 		if err != nil {
 			log.Warn("backend cannot be created", "backend", name, "err", err)
 			continue
 		}
 		backends = append(backends, b)
+		// Backends that hold resources (a VM pool) release them on exit.
+		if c, ok := b.(io.Closer); ok {
+			defer func() {
+				if err := c.Close(); err != nil {
+					log.Warn("close backend", "backend", name, "err", err)
+				}
+			}()
+		}
 	}
 
 	prof, closeProf, profErr := openProfiler(log)
@@ -223,6 +231,12 @@ func serve(log *slog.Logger, o options) error {
 			"backend", name, "reason", reason)
 	default:
 		log.Info("default backend", "backend", name, "reason", reason)
+	}
+	// A backend with a warm pool starts filling it now, not on the first run.
+	for _, b := range backends {
+		if w, ok := b.(interface{ Warm() }); ok && b.Name() == name {
+			w.Warm()
+		}
 	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {

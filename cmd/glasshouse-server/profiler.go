@@ -1,9 +1,9 @@
 package main
 
 import (
-	"errors"
 	"log/slog"
 
+	"glasshouse.dev/glasshouse/audit"
 	"glasshouse.dev/glasshouse/core/profiling"
 )
 
@@ -13,8 +13,18 @@ type profiler struct {
 	dropped    func() uint64
 }
 
-// openProfiler loads the host eBPF collector once for the server's life.
-// The caller must call the returned close function when it is not nil.
-func openProfiler(*slog.Logger) (profiler, func(), error) {
-	return profiler{}, nil, errors.New("this build has no host profiler (package audit is not wired in yet)")
+// openProfiler loads the host eBPF collector once for the server's life;
+// every run shares it. The caller must call the returned close function
+// when it is not nil.
+func openProfiler(log *slog.Logger) (profiler, func(), error) {
+	c, err := audit.Open(audit.Config{Logger: log.With("component", "audit")})
+	if err != nil {
+		return profiler{}, nil, err
+	}
+	log.Info("host profiler loaded", "load_time", c.LoadTime(), "socket_hooks", c.SocketHooks())
+	return profiler{controller: c, dropped: func() uint64 { return c.Stats().Dropped }}, func() {
+		if err := c.Close(); err != nil {
+			log.Warn("close profiler", "err", err)
+		}
+	}, nil
 }
