@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -38,6 +39,14 @@ import (
 
 func main() {
 	initStart := boottime()
+	if os.Getpid() == 1 {
+		reexecWithProc(initStart)
+		if v, ok := os.LookupEnv(startEnv); ok {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				initStart = n
+			}
+		}
+	}
 	console := openConsole()
 	opts := parseCmdline(readCmdline())
 	level := slog.LevelInfo
@@ -54,6 +63,27 @@ func main() {
 		log.Error("glasshouse init failed", "err", err)
 	}
 	powerOff(log)
+}
+
+// startEnv carries init's start time across its re-exec.
+const startEnv = "GLASSHOUSE_INIT_START_NS"
+
+// reexecWithProc mounts /proc and re-executes init when /proc was missing.
+// Package initializers (cilium/ebpf's probes of the kernel among them) read
+// /proc before main runs; PID 1 starts without it, so they must run again
+// once it is there.
+func reexecWithProc(initStart int64) {
+	if _, err := os.Stat("/proc/self/exe"); err == nil {
+		return
+	}
+	_ = os.MkdirAll("/proc", 0o555)
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return
+	}
+	env := []string{startEnv + "=" + strconv.FormatInt(initStart, 10)}
+	// On failure init goes on without the re-exec; the collector reports
+	// what it misses.
+	_ = unix.Exec("/proc/self/exe", os.Args, env)
 }
 
 // run boots the guest, serves one run and returns when the VM may power off.
@@ -84,12 +114,16 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 	if opts.prewarm {
 		prewarm(log)
 	}
-	collector, collectorErr := openCollector(log)
-	hello := transport.Hello{Kernel: kernelRelease(), InitStartNS: initStart}
-	if collectorErr != nil {
-		hello.CollectorError = collectorErr.Error()
+	collector := &lazyCollector{log: log}
+	hello := transport.Hello{Kernel: kernelRelease(), InitStartNS: initStart, Collector: collectorName}
+	var collectorErr error
+	if opts.prewarm {
+		_, collectorErr = collector.get()
 	} else {
-		hello.Collector = collector.Collector()
+		collectorErr = collector.precheck()
+	}
+	if collectorErr != nil {
+		hello.Collector, hello.CollectorError = "", collectorErr.Error()
 	}
 	hello.ReadyNS = boottime()
 	hctx, hcancel := context.WithTimeout(context.Background(), opts.helloWait)

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +29,11 @@ type profiler struct {
 
 // eventSink batches events into Events frames.
 type eventSink struct {
-	conn  *transport.Conn
+	conn *transport.Conn
+	// shift corrects event times: the collector converts kernel time to
+	// wall time with the clock it saw when it loaded, before init set the
+	// clock from the host's.
+	shift time.Duration
 	mu    sync.Mutex
 	batch []profiling.Event
 }
@@ -36,6 +41,12 @@ type eventSink struct {
 func (e *eventSink) Add(ev *profiling.Event) {
 	e.mu.Lock()
 	e.batch = append(e.batch, *ev)
+	last := &e.batch[len(e.batch)-1]
+	if !last.Time.IsZero() {
+		last.Time = last.Time.Add(e.shift)
+	}
+	last.Exe, last.Cwd = sandboxPath(last.Exe), sandboxPath(last.Cwd)
+	last.Path, last.Target = sandboxPath(last.Path), sandboxPath(last.Target)
 	full := len(e.batch) >= eventBatch
 	e.mu.Unlock()
 	if full {
@@ -58,11 +69,11 @@ func (e *eventSink) flush() {
 	}
 }
 
-func startProfiler(conn *transport.Conn, ctrl profiling.Controller, cg *cgroup) (*profiler, error) {
+func startProfiler(conn *transport.Conn, ctrl profiling.Controller, cg *cgroup, shift time.Duration) (*profiler, error) {
 	if err := ctrl.Available(); err != nil {
 		return nil, err
 	}
-	sink := &eventSink{conn: conn}
+	sink := &eventSink{conn: conn, shift: shift}
 	sess, err := ctrl.Start(context.Background(), profiling.Target{RunID: "guest", CgroupID: cg.id, CgroupPath: cg.dir}, sink)
 	if err != nil {
 		return nil, err
@@ -95,4 +106,16 @@ func (p *profiler) stop() (profiling.Report, error) {
 	p.wg.Wait()
 	p.sink.flush()
 	return rep, err
+}
+
+// sandboxPath turns a path the kernel resolved from the guest's real root
+// into the path the workload sees in its chroot (rootDir).
+func sandboxPath(p string) string {
+	if p == rootDir {
+		return "/"
+	}
+	if rest, ok := strings.CutPrefix(p, rootDir+"/"); ok {
+		return "/" + rest
+	}
+	return p
 }

@@ -36,7 +36,7 @@ type session struct {
 	log       *slog.Logger
 	conn      *transport.Conn
 	cg        *cgroup
-	collector profiling.Controller
+	collector *lazyCollector
 }
 
 // serve receives input files and the Run request, runs it and reports.
@@ -176,9 +176,13 @@ func lookPath(argv0 string, env []string) (string, error) {
 // and Done.
 func (s *session) execute(r *transport.Run) error {
 	received := time.Now()
+	var shift time.Duration
 	if r.HostTimeNS > 0 {
+		shift = time.Duration(r.HostTimeNS - received.UnixNano())
 		tv := unix.NsecToTimeval(r.HostTimeNS)
-		_ = unix.Settimeofday(&tv)
+		if err := unix.Settimeofday(&tv); err != nil {
+			shift = 0
+		}
 		received = time.Now()
 	}
 	prog, err := lookPath(r.Argv[0], r.Env)
@@ -200,11 +204,14 @@ func (s *session) execute(r *transport.Run) error {
 		notes = append(notes, "network full: the guest has no network device; only loopback is up")
 	}
 
-	var prof *profiler
-	if r.Profile && s.collector != nil {
-		prof, err = startProfiler(s.conn, s.collector, s.cg)
-		if err != nil {
-			notes = append(notes, "guest collector: "+err.Error())
+	var (
+		prof    *profiler
+		profErr error
+	)
+	if r.Profile {
+		var ctrl profiling.Controller
+		if ctrl, profErr = s.collector.get(); profErr == nil {
+			prof, profErr = startProfiler(s.conn, ctrl, s.cg, shift)
 		}
 	}
 
@@ -240,8 +247,8 @@ func (s *session) execute(r *transport.Run) error {
 		if err != nil {
 			done.CollectorError = err.Error()
 		}
-	} else if r.Profile {
-		done.CollectorError = "no guest collector"
+	} else if profErr != nil {
+		done.CollectorError = profErr.Error()
 	}
 	if len(done.Blind) > transport.MaxBlind {
 		done.Blind = done.Blind[:transport.MaxBlind]
