@@ -155,7 +155,7 @@ func (p *Pool[M]) Warm() {
 		p.wg.Add(1)
 		go p.fill()
 	})
-	p.poke()
+	p.topUp()
 }
 
 func (p *Pool[M]) poke() {
@@ -242,19 +242,25 @@ func (p *Pool[M]) fill() {
 	defer tick.Stop()
 	for {
 		p.recycle()
-		p.mu.Lock()
-		for !p.closed && len(p.idle)+p.booting < p.cfg.Size && p.booting < p.cfg.MaxBoots && !time.Now().Before(p.retryAt) {
-			p.booting++
-			p.wg.Add(1)
-			go p.bootOne()
-		}
-		p.mu.Unlock()
+		p.topUp()
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-p.kick:
 		case <-tick.C:
 		}
+	}
+}
+
+// topUp starts background boots until the pool is full or MaxBoots are
+// under way.
+func (p *Pool[M]) topUp() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.closed && len(p.idle)+p.booting < p.cfg.Size && p.booting < p.cfg.MaxBoots && !time.Now().Before(p.retryAt) {
+		p.booting++
+		p.wg.Add(1)
+		go p.bootOne()
 	}
 }
 
