@@ -132,9 +132,13 @@ func (s Selector) Match(path string, ref KubeRef, isKube bool) bool {
 }
 
 // watchRoot is the deepest directory under which every cgroup this
-// selector can match lives.
+// selector can match lives; "" for all, which selects the root itself
+// and needs no watch.
 func (s Selector) watchRoot() string {
-	if s.kind != SelectGlob {
+	switch s.kind {
+	case SelectAll:
+		return ""
+	case SelectPod, SelectContainer:
 		return "/"
 	}
 	p := s.glob.String()
@@ -208,7 +212,9 @@ func (s *Selection) Strings() []string {
 func (s *Selection) WatchRoots() []string {
 	var roots []string
 	for _, sel := range s.sels {
-		roots = append(roots, sel.watchRoot())
+		if r := sel.watchRoot(); r != "" {
+			roots = append(roots, r)
+		}
 	}
 	sort.Strings(roots)
 	var out []string
