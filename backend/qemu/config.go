@@ -27,7 +27,7 @@ import (
 //	qemu.cpus=N              guest vCPUs (default 1)
 //	qemu.workspace=SIZE      per-run workspace disk (default 1GiB, sparse)
 //	qemu.boot_timeout=DUR    boot until the guest answers (default 60s)
-//	qemu.kill_grace=DUR      how long a guest may take to report after a kill (default 5s)
+//	qemu.kill_grace=DUR      how long a guest may take to report after a kill (default 10s)
 //	qemu.kernel_args=ARGS    extra kernel command line words
 //	qemu.log_dir=DIR         where console logs of failed VMs are kept
 //	                         (default StateDir/glasshouse-qemu-logs)
@@ -79,7 +79,7 @@ func DefaultConfig() Config {
 		CPUs:        1,
 		Workspace:   1 << 30,
 		BootTimeout: 60 * time.Second,
-		KillGrace:   5 * time.Second,
+		KillGrace:   10 * time.Second,
 		MaxLogs:     100,
 	}
 }

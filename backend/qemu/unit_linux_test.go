@@ -1,0 +1,57 @@
+//go:build linux
+
+package qemu
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestParseCPUMHz(t *testing.T) {
+	info := "processor\t: 0\nmodel name\t: X\ncpu MHz\t\t: 2445.406\ncache size\t: 1 KB\n"
+	if got := parseCPUMHz(info); got != 2445406 {
+		t.Fatalf("got %d", got)
+	}
+	for _, bad := range []string{"", "cpu MHz : fast", "cpu MHz : 1", "cpu MHz : 1e9"} {
+		if got := parseCPUMHz(bad); got != 0 {
+			t.Errorf("%q: got %d", bad, got)
+		}
+	}
+}
+
+func TestKernelCmdline(t *testing.T) {
+	c := kernelCmdline("tsc_early_khz=1", "  ", "rdinit=/x")
+	for _, want := range []string{"console=ttyS0", "panic=-1", "glasshouse.port=" + portName, "tsc_early_khz=1", "rdinit=/x"} {
+		if !strings.Contains(c, want) {
+			t.Errorf("%q lacks %s", c, want)
+		}
+	}
+	if strings.Index(c, "rdinit=/x") < strings.Index(c, "panic=-1") {
+		t.Error("extra arguments must come last so that they win")
+	}
+}
+
+func TestCapture(t *testing.T) {
+	var live bytes.Buffer
+	c := &capture{limit: 5, live: &live}
+	if c.write([]byte("abc")) {
+		t.Fatal("under the limit reported as over")
+	}
+	if !c.write([]byte("defg")) {
+		t.Fatal("over the limit not reported")
+	}
+	c.write([]byte("more"))
+	if string(c.buf) != "abcde" || live.String() != "abcde" || !c.truncated {
+		t.Fatalf("buf %q live %q truncated %v", c.buf, live.String(), c.truncated)
+	}
+}
+
+func TestEnvIsBaseAndSpecOnly(t *testing.T) {
+	i := &instance{}
+	i.spec.Env = map[string]string{"A": "1", "HOME": "/elsewhere"}
+	got := strings.Join(i.env(), " ")
+	if got != "A=1 HOME=/elsewhere LANG=C.UTF-8 PATH=/usr/local/bin:/usr/bin:/bin" {
+		t.Fatalf("env %q", got)
+	}
+}

@@ -1,0 +1,424 @@
+//go:build linux
+
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"glasshouse.dev/glasshouse/core/execution"
+	"glasshouse.dev/glasshouse/core/execution/executiontest"
+	"glasshouse.dev/glasshouse/core/profiling"
+	"glasshouse.dev/glasshouse/core/receipt"
+)
+
+func python(code string) execution.Spec {
+	return execution.Spec{Code: code, Language: execution.LanguagePython, Timeout: 90 * time.Second}
+}
+
+func wantFailure(t *testing.T, run *execution.Run, failures ...string) {
+	t.Helper()
+	o := run.Receipt.Outcome
+	for _, f := range failures {
+		if o.Failure == f {
+			return
+		}
+	}
+	t.Fatalf("failure = %q (error %q, exit %d, signal %q), want one of %v\nstdout %q\nstderr %q",
+		o.Failure, o.Error, o.ExitCode, o.Signal, failures, run.Result.Stdout, run.Result.Stderr)
+}
+
+// TestGuestCannotReadHostFile plants a marker file on the host and checks
+// that the guest sees no trace of it, nor of the host's environment.
+func TestGuestCannotReadHostFile(t *testing.T) {
+	b, _ := newTestBackend(t, nil)
+	marker := filepath.Join(os.TempDir(), "glasshouse-host-marker-"+execution.NewID())
+	secret := "host-secret-" + execution.NewID()
+	if err := os.WriteFile(marker, []byte(secret), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(marker)
+	t.Setenv("GLASSHOUSE_HOST_ONLY", secret)
+	code := fmt.Sprintf(`import os, subprocess
+path = %q
+print("exists" if os.path.exists(path) else "absent")
+try:
+    print(open(path).read())
+except OSError as e:
+    print("error", type(e).__name__)
+# The secret is written reversed so that main.py itself does not hold it.
+found = subprocess.run(["grep", "-rs", "-l", %q[::-1], "/tmp", "/workspace", "/etc", "/proc/self/environ"], capture_output=True, text=True).stdout
+print("found:" + found.strip())
+print("env:" + ",".join(sorted(os.environ)))
+`, marker, reverse(secret))
+	run := runSpec(t, b, python(code))
+	wantFailure(t, run, receipt.FailureNone)
+	out := string(run.Result.Stdout)
+	if strings.Contains(out, secret) || !strings.Contains(out, "absent") || !strings.Contains(out, "error FileNotFoundError") || !strings.Contains(out, "found:\n") {
+		t.Fatalf("the guest saw the host's marker:\n%s", out)
+	}
+	if strings.Contains(out, "GLASSHOUSE_HOST_ONLY") {
+		t.Fatalf("host environment leaked: %s", out)
+	}
+}
+
+// hostProcs counts the host processes descending from this test process:
+// the only ones a run can add to the host (QEMU), whatever else runs on
+// the machine.
+func hostProcs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := map[int]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// The fields after the command, which is in parentheses.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+		f := strings.Fields(rest)
+		if len(f) > 2 {
+			parent[pid], _ = strconv.Atoi(f[1])
+		}
+	}
+	self, n := os.Getpid(), 0
+	for pid := range parent {
+		for p, hops := parent[pid], 0; p > 1 && hops < 64; p, hops = parent[p], hops+1 {
+			if p == self {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// qemuRSS returns the resident memory of QEMU processes under the backend's
+// state directory.
+func qemuRSS(state string) int64 {
+	var total int64
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmd), state+"/") {
+			continue
+		}
+		status, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "status"))
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				total += kb << 10
+			}
+		}
+	}
+	return total
+}
+
+// TestBombs runs a fork bomb and a memory bomb: each must end as oom or
+// timeout inside the guest, with the host's process count and QEMU's memory
+// bounded.
+func TestBombs(t *testing.T) {
+	b, tr := newTestBackend(t, map[string]string{"qemu.memory": "512MiB"})
+	tests := []struct {
+		name     string
+		code     string
+		limits   execution.Limits
+		failures []string
+	}{
+		{"fork", `import os
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass`, execution.Limits{PIDs: 64}, []string{receipt.FailureTimeout, receipt.FailureOOM}},
+		{"memory", `chunks = []
+while True:
+    chunks.append(bytearray(8 << 20))`, execution.Limits{MemoryBytes: 96 << 20}, []string{receipt.FailureOOM}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := hostProcs(t)
+			spec := python(tt.code)
+			spec.Timeout = 15 * time.Second
+			spec.Limits = tt.limits
+			var peakProcs int
+			var peakRSS int64
+			done := make(chan struct{})
+			go func() {
+				tick := time.NewTicker(100 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-tick.C:
+						peakProcs = max(peakProcs, hostProcs(t))
+						peakRSS = max(peakRSS, qemuRSS(tr.state))
+					}
+				}
+			}()
+			run := runSpec(t, b, spec)
+			close(done)
+			wantFailure(t, run, tt.failures...)
+			if peakProcs > before+2 {
+				t.Errorf("host processes went from %d to %d during the run", before, peakProcs)
+			}
+			if limit := int64(512<<20) + 512<<20; peakRSS > limit {
+				t.Errorf("qemu RSS peaked at %d MiB, above guest RAM plus overhead (%d MiB)", peakRSS>>20, limit>>20)
+			}
+			t.Logf("%s: failure %s, host procs %d -> peak %d, qemu rss peak %d MiB, pids peak %d, mem peak %d MiB",
+				tt.name, run.Receipt.Outcome.Failure, before, peakProcs, peakRSS>>20, run.Receipt.Resources.PIDsPeak, run.Receipt.Resources.MemoryPeakBytes>>20)
+		})
+	}
+}
+
+// TestKilledVM kills QEMU in the middle of a run: the run must end as an
+// infrastructure failure that points at the kept console log.
+func TestKilledVM(t *testing.T) {
+	b, tr := newTestBackend(t, nil)
+	spec := python("import time\nprint('up', flush=True)\ntime.sleep(600)").WithDefaults()
+	spec.Env = map[string]string{executiontest.MarkerEnv: execution.NewID()}
+	inst, err := b.Prepare(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Cleanup(context.Background())
+	if err := inst.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	qemu := inst.(*instance).m.cmd.Process
+	time.Sleep(500 * time.Millisecond)
+	if err := qemu.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := inst.Wait(context.Background())
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if !errors.Is(res.Err, execution.ErrInfrastructure) {
+		t.Fatalf("result error %v, want an infrastructure failure", res.Err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Errorf("noticing the dead VM took %s", time.Since(start))
+	}
+	assertConsoleKept(t, res.Err)
+	if err := inst.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if left := tr.leftovers(spec.Env[executiontest.MarkerEnv]); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
+
+func assertConsoleKept(t *testing.T, err error) {
+	t.Helper()
+	msg := err.Error()
+	i := strings.Index(msg, "console log ")
+	if i < 0 {
+		t.Fatalf("error does not name the console log: %v", err)
+	}
+	path := strings.Fields(msg[i+len("console log "):])[0]
+	path = strings.TrimSuffix(path, ";")
+	b, rerr := os.ReadFile(path)
+	if rerr != nil {
+		t.Fatalf("console log %s: %v", path, rerr)
+	}
+	if !strings.Contains(string(b), "glasshouse init") && !strings.Contains(string(b), "Kernel panic") {
+		t.Errorf("console log %s holds no guest output: %q", path, b)
+	}
+}
+
+// TestSilentGuest freezes a booted guest: Start must give up within the
+// run's timeout with an infrastructure failure.
+func TestSilentGuest(t *testing.T) {
+	b, _ := newTestBackend(t, nil)
+	spec := python("print('never')").WithDefaults()
+	spec.Timeout = 3 * time.Second
+	inst, err := b.Prepare(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Cleanup(context.Background())
+	qemu := inst.(*instance).m.cmd.Process
+	if err := qemu.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = inst.Start(context.Background())
+	if !errors.Is(err, execution.ErrInfrastructure) {
+		t.Fatalf("Start = %v, want an infrastructure failure", err)
+	}
+	if el := time.Since(start); el > spec.Timeout+2*time.Second {
+		t.Errorf("detecting the silent guest took %s for a %s timeout", el, spec.Timeout)
+	}
+	if err := inst.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPanickingGuest boots a guest whose init cannot start: the kernel
+// panics, QEMU exits, and Prepare's infrastructure failure keeps the
+// console with the panic.
+func TestPanickingGuest(t *testing.T) {
+	b, _ := newTestBackend(t, map[string]string{"qemu.kernel_args": "rdinit=/nonexistent"})
+	e, err := execution.New(execution.Config{Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := e.Run(context.Background(), python("print(1)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Receipt.Outcome.Failure != receipt.FailureInfrastructure {
+		t.Fatalf("outcome %+v", run.Receipt.Outcome)
+	}
+	assertConsoleKept(t, errors.New(run.Receipt.Outcome.Error))
+}
+
+// TestPoolRuns runs 50 short runs through a warm pool and checks that every
+// run had its own guest and that nothing is left behind.
+func TestPoolRuns(t *testing.T) {
+	const runs = 50
+	b, tr := newTestBackend(t, map[string]string{"qemu.pool": "2"})
+	fds := openFDs(t)
+	seen := map[string]bool{}
+	e, err := execution.New(execution.Config{Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < runs; i++ {
+		marker := execution.NewID()
+		spec := python(fmt.Sprintf("print(%d)", i))
+		spec.Env = map[string]string{executiontest.MarkerEnv: marker}
+		run, err := e.Run(context.Background(), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantFailure(t, run, receipt.FailureNone)
+		if got := string(run.Result.Stdout); got != fmt.Sprintf("%d\n", i) {
+			t.Fatalf("run %d: stdout %q", i, got)
+		}
+		tr.mu.Lock()
+		id := tr.runs[marker][0].m.id
+		tr.mu.Unlock()
+		if seen[id] {
+			t.Fatalf("run %d reused vm %s", i, id)
+		}
+		seen[id] = true
+		if left := tr.leftovers(marker); len(left) > 0 {
+			t.Fatalf("run %d left %v", i, left)
+		}
+	}
+	s := b.Stats()
+	t.Logf("pool stats after %d runs: %+v", runs, s)
+	if s.Hits == 0 {
+		t.Errorf("no run was served by the pool: %+v", s)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := tr.leftovers(executiontest.AllRuns); len(left) > 0 {
+		t.Fatalf("left behind after %d runs: %v", runs, left)
+	}
+	if after := openFDs(t); after > fds+2 {
+		t.Errorf("open file descriptors went from %d to %d", fds, after)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// TestGuestProfile runs with profiling required and checks that the
+// receipt carries what the guest collector saw, with the paths the workload
+// sees.
+func TestGuestProfile(t *testing.T) {
+	b, _ := newTestBackend(t, nil)
+	spec := python("import subprocess\nopen('out.txt', 'w').write('x')\nsubprocess.run(['true'])")
+	spec.Profile = profiling.Required
+	run := runSpec(t, b, spec)
+	wantFailure(t, run, receipt.FailureNone)
+	r := run.Receipt
+	if r.Profiling.Collector != receipt.CollectorEBPFGuest || r.Profiling.Status != receipt.StatusComplete {
+		t.Fatalf("profiling %+v", r.Profiling)
+	}
+	var python, child bool
+	for _, p := range r.Processes {
+		python = python || strings.HasPrefix(p.Exe, "/usr/bin/python3")
+		child = child || p.Exe == "/usr/bin/true"
+	}
+	var wrote bool
+	for _, f := range r.Files {
+		wrote = wrote || (f.Path == "/workspace/out.txt" && (f.Op == receipt.OpCreate || f.Op == receipt.OpWrite))
+		if strings.HasPrefix(f.Path, rootDirPrefix) {
+			t.Errorf("file path %q is the guest's, not the sandbox's", f.Path)
+		}
+	}
+	if !python || !child || !wrote {
+		t.Fatalf("receipt lacks the guest's activity (python %v, child %v, wrote %v):\nprocesses %+v\nfiles %+v", python, child, wrote, r.Processes, r.Files)
+	}
+}
+
+// rootDirPrefix is guest/init's chroot; it must not show in receipts.
+const rootDirPrefix = "/rootfs/"
+
+// TestNetworkModes checks that "none" keeps even loopback down, "loopback"
+// brings it up, and "full" is refused.
+func TestNetworkModes(t *testing.T) {
+	b, _ := newTestBackend(t, map[string]string{"qemu.pool": "1"})
+	code := `import socket
+try:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    c = socket.create_connection(s.getsockname(), timeout=5)
+    print("connected")
+except OSError as e:
+    print("error", e.errno)`
+	for _, tt := range []struct {
+		network execution.Network
+		want    string
+	}{{execution.NetworkNone, "error"}, {execution.NetworkLoopback, "connected"}} {
+		spec := python(code)
+		spec.Limits.Network = tt.network
+		run := runSpec(t, b, spec)
+		wantFailure(t, run, receipt.FailureNone)
+		if !strings.HasPrefix(string(run.Result.Stdout), tt.want) {
+			t.Errorf("network %s: stdout %q, want %s", tt.network, run.Result.Stdout, tt.want)
+		}
+	}
+	spec := python("print(1)")
+	spec.Limits.Network = execution.NetworkFull
+	e, _ := execution.New(execution.Config{Backend: b})
+	if _, err := e.Run(context.Background(), spec); !errors.Is(err, execution.ErrInvalidSpec) {
+		t.Fatalf("network full: %v, want ErrInvalidSpec", err)
+	}
+}
+
+func reverse(s string) string {
+	r := []rune(s)
+	slices.Reverse(r)
+	return string(r)
+}
