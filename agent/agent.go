@@ -30,6 +30,8 @@ var (
 	ErrNotSupported = errors.New("agent not supported on this platform")
 	// ErrAlreadyRunning is returned by a second call to Run.
 	ErrAlreadyRunning = errors.New("agent already running")
+	// ErrStopped is returned by Reload after Run returned.
+	ErrStopped = errors.New("agent stopped")
 )
 
 // Defaults and bounds of Config.
@@ -186,9 +188,10 @@ type Agent struct {
 	host    receipt.Host
 	running atomic.Bool
 
-	sel    atomic.Pointer[Selection]
-	pol    atomic.Pointer[policy.Policy]
-	reload chan reloadReq
+	sel     atomic.Pointer[Selection]
+	pol     atomic.Pointer[policy.Policy]
+	reload  chan reloadReq
+	stopped chan struct{} // closed when Run stops taking reloads
 
 	// mu guards workloads, which the run loop changes and the live
 	// evaluator and HTTP handlers read.
@@ -226,6 +229,7 @@ func New(cfg Config) (*Agent, error) {
 		m:         newMetrics(cfg.Stats),
 		host:      receipt.Host{Kernel: kernelRelease(), Arch: runtime.GOARCH, GlasshouseVersion: version.Version},
 		reload:    make(chan reloadReq),
+		stopped:   make(chan struct{}),
 		workloads: map[string]*workload{},
 	}
 	a.sel.Store(cfg.Selection)
@@ -247,9 +251,13 @@ func (a *Agent) Reload(sel *Selection, pol *policy.Policy) error {
 		return nil
 	}
 	req := reloadReq{sel: sel, pol: pol, done: make(chan struct{})}
-	a.reload <- req
-	<-req.done
-	return nil
+	select {
+	case a.reload <- req:
+		<-req.done
+		return nil
+	case <-a.stopped:
+		return ErrStopped
+	}
 }
 
 // ReloadFailed records a reload that could not be applied (for metrics).

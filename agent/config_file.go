@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/goccy/go-yaml"
+	"sigs.k8s.io/yaml"
 )
 
 // MaxConfigFileBytes bounds the agent's config file.
@@ -29,10 +29,10 @@ var ErrInvalidConfigFile = errors.New("invalid agent config file")
 // nothing.
 type FileConfig struct {
 	// Select lists selectors (see ParseSelector).
-	Select []string `yaml:"select"`
+	Select []string `json:"select"`
 	// Policy is a policy reference for policy.Load: pack names and policy
 	// files, comma separated. Empty evaluates no policy.
-	Policy string `yaml:"policy"`
+	Policy string `json:"policy"`
 }
 
 // ParseFileConfig parses a config file's content. name labels errors.
@@ -44,7 +44,9 @@ func ParseFileConfig(name string, data []byte) (*FileConfig, error) {
 	}
 	var fc FileConfig
 	if strings.TrimSpace(string(data)) != "" {
-		if err := yaml.UnmarshalWithOptions(data, &fc, yaml.Strict()); err != nil {
+		// sigs.k8s.io/yaml converts YAML to JSON and decodes that strictly
+		// (unknown fields and duplicate keys are errors), as kubectl does.
+		if err := yaml.UnmarshalStrict(data, &fc); err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidConfigFile, name, err)
 		}
 	}

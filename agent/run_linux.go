@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"strings"
@@ -126,6 +127,7 @@ loop:
 		}
 	}
 	a.healthy.Store(false)
+	close(a.stopped)
 	stopEval()
 	_ = w.close()
 	go func() {
@@ -312,8 +314,8 @@ func (l *loop) finish(ctx context.Context, w *workload, reason string) {
 	w.mu.Unlock()
 	s.final, s.endReason = true, reason
 	s.dropped, s.hostDropped, s.blind = rep.Dropped, 0, blind
-	if !w.active && s.sec.events == 0 && s.seq > 1 {
-		// An idle cgroup that already had receipts: nothing new to say.
+	if !w.active && s.sec.events == 0 && len(s.sec.procs) == 0 {
+		// A cgroup that never held a process: no workload, no receipt.
 		return
 	}
 	l.queue(s)
@@ -550,6 +552,7 @@ func (a *Agent) write(s *snapshot) {
 		a.log.Error("encode receipt", "workload", s.workloadID, "err", err)
 		return
 	}
+	doc = bytes.TrimSuffix(doc, []byte("\n"))
 	kind := "rolling"
 	if s.final {
 		kind = "final"

@@ -95,7 +95,7 @@ type memSink struct {
 	got  chan *receipt.Receipt
 }
 
-func newMemSink() *memSink { return &memSink{got: make(chan *receipt.Receipt, 100)} }
+func newMemSink() *memSink      { return &memSink{got: make(chan *receipt.Receipt, 100)} }
 func (m *memSink) Name() string { return "mem" }
 func (m *memSink) Write(_ context.Context, r *receipt.Receipt, doc []byte) error {
 	m.mu.Lock()
