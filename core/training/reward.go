@@ -132,6 +132,9 @@ func (s *RewardSpec) Apply(rec *Record) Reward {
 			continue
 		}
 		c := w * v
+		if c == 0 {
+			c = 0 // not -0: a penalty that did not apply is plain zero
+		}
 		out.Terms[t] = c
 		total += c
 	}
