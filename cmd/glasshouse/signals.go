@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+
+	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/training"
+)
+
+func init() {
+	register(command{name: "signals", summary: "derive training signals (JSONL) from receipts", run: signalsCmd})
+}
+
+const signalsUsage = `usage: glasshouse signals [--reward R.yaml] [--expect-stdout FILE [--match exact|trim]]
+                          [--stdout FILE] [--test-receipt FILE | --test-exit N]
+                          [--grader PATH]... [--workspace DIR] RECEIPT... > signals.jsonl
+A RECEIPT file holds one receipt (as written by glasshouse run) or many, one
+compact receipt per line.`
+
+type signalsFlags struct {
+	reward       string
+	expectStdout string
+	match        string
+	stdout       string
+	testReceipt  string
+	testExit     int
+	graders      listFlag
+	workspace    string
+}
+
+// signalsCmd writes one JSON line of signals per receipt. Exit 0 when
+// every receipt was read, 1 when one could not be, 2 for usage errors.
+func signalsCmd(args []string, stdout, stderr io.Writer) int {
+	var f signalsFlags
+	fs := newFlagSet("signals")
+	fs.StringVar(&f.reward, "reward", "", "reward spec (YAML weights); default: the built-in spec")
+	fs.StringVar(&f.expectStdout, "expect-stdout", "", "file holding the expected stdout of every run")
+	fs.StringVar(&f.match, "match", training.MatchExact, "stdout comparison: exact or trim (trim needs --stdout)")
+	fs.StringVar(&f.stdout, "stdout", "", "file holding the run's own stdout (one receipt only)")
+	fs.StringVar(&f.testReceipt, "test-receipt", "", "receipt of a test command run after the run; its exit status is the verdict (one receipt only)")
+	fs.IntVar(&f.testExit, "test-exit", -1, "exit status of a test command run after the run, 0 passes (one receipt only)")
+	fs.Var(&f.graders, "grader", "grader or test path the code must not touch; globs allowed; relative to the workspace unless absolute (repeatable)")
+	fs.StringVar(&f.workspace, "workspace", "", "the runs' workspace directory (default: the root process's working directory)")
+	if help, err := parseFlags(fs, args, stdout); help || err != nil {
+		if err != nil {
+			fmt.Fprintln(stderr, signalsUsage)
+			return fail(stderr, "signals", err)
+		}
+		return exitOK
+	}
+	in, err := f.input(fs.NArg())
+	if err != nil {
+		return fail(stderr, "signals", err)
+	}
+	w := bufio.NewWriterSize(stdout, 64<<10)
+	defer w.Flush()
+	code := exitOK
+	for _, name := range fs.Args() {
+		rs, err := readReceipts(name)
+		for _, r := range rs {
+			if err := training.WriteJSONL(w, training.Derive(r, in)); err != nil {
+				fmt.Fprintf(stderr, "glasshouse signals: write: %s\n", oneLine(err.Error()))
+				return exitFailure
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "glasshouse signals: %s\n", oneLine(err.Error()))
+			code = exitFailure
+		}
+	}
+	return code
+}
+
+func (f *signalsFlags) input(receipts int) (training.Input, error) {
+	in := training.Input{GraderPaths: f.graders, Workspace: f.workspace}
+	if receipts == 0 {
+		return in, usageErrorf("no receipt given (%s)", signalsUsage)
+	}
+	if err := training.ValidateGraders(f.graders); err != nil {
+		return in, usageErrorf("--grader: %v", err)
+	}
+	if f.match != training.MatchExact && f.match != training.MatchTrim {
+		return in, usageErrorf("--match %q: want exact or trim", f.match)
+	}
+	in.Expect.Match = f.match
+	if f.reward != "" {
+		spec, err := training.LoadReward(f.reward)
+		if err != nil {
+			return in, usageErrorf("--reward: %v", err)
+		}
+		in.Reward = spec
+	}
+	perRun := f.stdout != "" || f.testReceipt != "" || f.testExit >= 0
+	if perRun && receipts != 1 {
+		return in, usageErrorf("--stdout, --test-receipt and --test-exit describe one run: give exactly one receipt")
+	}
+	if f.testReceipt != "" && f.testExit >= 0 {
+		return in, usageErrorf("give either --test-receipt or --test-exit, not both")
+	}
+	if f.expectStdout != "" {
+		b, err := readInput(f.expectStdout, receipt.MaxSize)
+		if err != nil {
+			return in, usageErrorf("--expect-stdout: %v", err)
+		}
+		s := string(b)
+		in.Expect.Stdout = &s
+	}
+	if f.stdout != "" {
+		b, err := readInput(f.stdout, receipt.MaxSize)
+		if err != nil {
+			return in, usageErrorf("--stdout: %v", err)
+		}
+		in.Stdout = b
+	}
+	if f.testReceipt != "" {
+		r, err := readVerifiedReceipt(f.testReceipt)
+		if err != nil {
+			return in, usageErrorf("--test-receipt: %v", err)
+		}
+		in.Expect.Test = training.TestFromReceipt(r)
+	}
+	if f.testExit >= 0 {
+		in.Expect.Test = &training.TestResult{ExitCode: f.testExit}
+	}
+	return in, nil
+}
+
+// readReceipts reads a file of one stored receipt, or of compact receipts
+// one per line, verifying each. It returns the receipts read before an
+// error.
+func readReceipts(name string) ([]*receipt.Receipt, error) {
+	doc, err := readReceiptFile(name)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.HasPrefix(doc, []byte("{\n")) {
+		r, err := receipt.Decode(doc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return []*receipt.Receipt{r}, nil
+	}
+	var out []*receipt.Receipt
+	for n, line := 1, doc; len(line) > 0; n++ {
+		var cur []byte
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			cur, line = line[:i+1], line[i+1:]
+		} else {
+			cur, line = line, nil
+		}
+		if len(bytes.TrimSpace(cur)) == 0 {
+			continue
+		}
+		r, err := receipt.Decode(cur)
+		if err != nil {
+			return out, fmt.Errorf("%s:%d: %w", name, n, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
