@@ -162,4 +162,3 @@ func readReceipts(name string) ([]*receipt.Receipt, error) {
 	}
 	return out, nil
 }
-
