@@ -8,7 +8,8 @@
 #   phase, half after, to cancel drift), giving the ratio
 #   server throughput / bare throughput (goal >= 0.8).
 #
-# Environment: CLIENTS (16), DURATION (60, seconds), BACKEND (auto),
+# Environment: CLIENTS (16), DURATION (60, seconds), BACKEND (process: the
+# figure compares against bare python3 on this host; auto or qemu also work),
 # PROFILE (best-effort), MAX_CONCURRENCY (server default: CPUs),
 # EXTRA_SERVER_FLAGS, OUT (directory for the raw results; a temp dir).
 # Until an isolating backend is usable here the server runs with
@@ -21,7 +22,7 @@ set -euo pipefail
 
 CLIENTS=${CLIENTS:-16}
 DURATION=${DURATION:-60}
-BACKEND=${BACKEND:-auto}
+BACKEND=${BACKEND:-process}
 PROFILE=${PROFILE:-best-effort}
 MAX_CONCURRENCY=${MAX_CONCURRENCY:-}
 EXTRA_SERVER_FLAGS=${EXTRA_SERVER_FLAGS:-}
@@ -81,15 +82,16 @@ echo "== baseline: bare python3 -c, $CLIENTS parallel, ${half}s"
 
 echo "== server: $CLIENTS clients, ${DURATION}s, profile $PROFILE (sampling VmRSS every second)"
 (
-	start=$(date +%s.%N)
+	start=$(date +%s%N)
 	while kill -0 "$server_pid" 2>/dev/null; do
 		rss=$(awk '/^VmRSS/{print $2}' "/proc/$server_pid/status" 2>/dev/null || true)
-		[ -n "$rss" ] && echo "$(python3 -c "import time; print(round(time.time()-$start,1))") $rss"
+		now=$(date +%s%N)
+		[ -n "$rss" ] && echo "$(( (now - start) / 1000000 )) $rss"
 		sleep 1
 	done
 ) >"$OUT/rss.txt" &
 sampler_pid=$!
-"${bench[@]}" --mode server --url "$url" --profile "$PROFILE" --duration "${DURATION}s" >"$OUT/server.json" || true
+"${bench[@]}" --mode server --url "$url" --profile "$PROFILE" --duration "${DURATION}s" --server-pid "$server_pid" >"$OUT/server.json" || true
 kill "$sampler_pid" 2>/dev/null || true
 wait "$sampler_pid" 2>/dev/null || true
 sampler_pid=""
@@ -110,7 +112,7 @@ b1, b2 = (json.load(open(f"{out}/bare{i}.json")) for i in (1, 2))
 s = json.load(open(f"{out}/server.json"))
 bare_tp = (b1["ok"] + b2["ok"]) / (b1["seconds"] + b2["seconds"])
 ratio = s["throughput"] / bare_tp if bare_tp else 0
-rss = [tuple(map(float, l.split())) for l in open(f"{out}/rss.txt") if len(l.split()) == 2]
+rss = [(float(a) / 1000, float(b)) for a, b in (l.split() for l in open(f"{out}/rss.txt") if len(l.split()) == 2)]
 # Memory must be flat from minute 1 to the end; for runs shorter than two
 # minutes the reference is taken after a quarter of the run (warm-up).
 ref_t = 60 if duration >= 120 else duration / 4
@@ -129,6 +131,17 @@ print(f"          receipts verified {s['verified']} of {sum(s['failures'].values
 print(f"bare    : {b1['throughput']:.1f} and {b2['throughput']:.1f} runs/s before/after (p50 {b1['p50_ms']:.0f}/{b2['p50_ms']:.0f} ms); "
       f"mean {bare_tp:.1f} runs/s; errors {b1['errors'] or 'none'} / {b2['errors'] or 'none'}")
 print(f"ratio   : server/bare throughput = {ratio:.2f} (goal >= 0.80: {'met' if ratio >= 0.8 else 'NOT met'})")
+# CPU per run is less sensitive than throughput to other load on the
+# machine: on an otherwise idle, CPU-bound host their ratio predicts the
+# throughput ratio.
+bare_cpu = sum(b["cpu_seconds"] + b["children_cpu_seconds"] for b in (b1, b2)) / max(1, b1["ok"] + b2["ok"])
+srv_cpu = s.get("server_cpu_seconds", 0) / max(1, s["ok"])
+cli_cpu = s["cpu_seconds"] / max(1, s["ok"])
+if srv_cpu:
+    print(f"cpu/run : bare {bare_cpu*1000:.1f} ms; server+workload {srv_cpu*1000:.1f} ms (load client {cli_cpu*1000:.1f} ms more); "
+          f"bare/server = {bare_cpu/srv_cpu:.2f}")
+with open("/proc/loadavg") as f:
+    print(f"host    : load average {' '.join(f.read().split()[:3])} at the end (other work on the machine skews throughput)")
 print(f"memory  : VmRSS {ref/1024:.1f} MiB at {ref_t:.0f} s, {end/1024:.1f} MiB at the end, peak {peak/1024:.1f} MiB; "
       f"growth {growth*100:+.1f}% ({'flat' if flat else 'GROWING'})")
 print(f"shutdown: SIGTERM exit code {server_rc}")

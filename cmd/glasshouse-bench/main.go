@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"glasshouse.dev/glasshouse/core/receipt"
@@ -49,6 +50,13 @@ type Summary struct {
 	P95MS      float64        `json:"p95_ms"`
 	P99MS      float64        `json:"p99_ms"`
 	MaxMS      float64        `json:"max_ms"`
+	// CPUSeconds is the CPU time (user+system) this tool used during the
+	// load; ChildrenCPUSeconds that of its python3 children in bare mode.
+	CPUSeconds         float64 `json:"cpu_seconds"`
+	ChildrenCPUSeconds float64 `json:"children_cpu_seconds"`
+	// ServerCPUSeconds is the CPU time of the server process (--server-pid)
+	// and its waited-for children (the workloads) during the load.
+	ServerCPUSeconds float64 `json:"server_cpu_seconds,omitempty"`
 	// Verified counts receipts fetched back whose digest verified and
 	// matched the run's response; VerifyErrors says what went wrong with
 	// the others.
@@ -62,6 +70,7 @@ type config struct {
 	clients, count                          int
 	duration                                time.Duration
 	verify, asJSON                          bool
+	serverPID                               int
 	timeout                                 time.Duration
 }
 
@@ -81,6 +90,7 @@ func main() {
 	fs.DurationVar(&c.duration, "duration", 60*time.Second, "how long to run when --count is 0")
 	fs.BoolVar(&c.verify, "verify", true, "fetch every receipt afterwards and verify its digest")
 	fs.BoolVar(&c.asJSON, "json", false, "print the summary as JSON")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "pid of a local server whose CPU time (with its children) to measure during the load")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "per-request HTTP timeout")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -145,6 +155,8 @@ func run(ctx context.Context, c config) Summary {
 		return time.Now().Before(deadline)
 	}
 	perClient := make([][]result, c.clients)
+	selfBefore, childBefore := cpuTimes()
+	serverBefore := procCPU(c.serverPID)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range c.clients {
@@ -158,6 +170,8 @@ func run(ctx context.Context, c config) Summary {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	selfAfter, childAfter := cpuTimes()
+	serverAfter := procCPU(c.serverPID)
 
 	s := Summary{Mode: c.mode, Clients: c.clients, Errors: map[string]int{}, Failures: map[string]int{}, Profiling: map[string]int{}, Seconds: elapsed.Seconds()}
 	var lat []time.Duration
@@ -181,6 +195,8 @@ func run(ctx context.Context, c config) Summary {
 		}
 	}
 	s.Throughput = float64(s.OK) / elapsed.Seconds()
+	s.CPUSeconds, s.ChildrenCPUSeconds = selfAfter-selfBefore, childAfter-childBefore
+	s.ServerCPUSeconds = serverAfter - serverBefore
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		if len(lat) == 0 {
@@ -324,6 +340,46 @@ func verifyOne(ctx context.Context, client *http.Client, c config, r result) str
 		return "receipt does not match its run"
 	}
 	return ""
+}
+
+// cpuTimes returns the user+system CPU seconds of this process and of its
+// waited-for children.
+func cpuTimes() (self, children float64) {
+	sec := func(ru *syscall.Rusage) float64 {
+		return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+	}
+	var s, c syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &s)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &c)
+	return sec(&s), sec(&c)
+}
+
+// procCPU returns the user+system CPU seconds of pid and its waited-for
+// children from /proc/PID/stat, or 0.
+func procCPU(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	// After the command come state (field 3) ... utime (14), stime (15),
+	// cutime (16), cstime (17), in clock ticks (USER_HZ, 100 on Linux).
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	for _, v := range f[11:15] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return float64(ticks) / 100
 }
 
 func lookPath(name, path string) (string, error) {
