@@ -36,6 +36,11 @@ type Backend struct {
 	versionOnce sync.Once
 	version     string
 
+	// live are the machines that exist, by id; pooled ones are not yet
+	// assigned to a run.
+	liveMu sync.Mutex
+	live   map[string]*machine
+
 	// onPrepare, when set by tests, sees every prepared instance.
 	onPrepare func(spec *execution.Spec, i *instance)
 }
@@ -62,7 +67,8 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Backend{cfg: cfg, log: log.With("backend", Name), boots: make(chan struct{}, cfg.MaxBoots)}
+	b := &Backend{cfg: cfg, log: log.With("backend", Name), boots: make(chan struct{}, cfg.MaxBoots),
+		live: map[string]*machine{}}
 	pool, err := vmpool.New(vmpool.Config{
 		Size: cfg.PoolSize, MaxBoots: cfg.PoolBoots, MaxIdle: cfg.PoolMaxIdle,
 		BootTimeout: cfg.BootTimeout + probeTimeout, Logger: b.log,
@@ -158,10 +164,31 @@ func (b *Backend) Prepare(ctx context.Context, spec execution.Spec) (execution.I
 	if err != nil {
 		return nil, fmt.Errorf("prepare vm: %w", err)
 	}
+	m.assigned.Store(true)
 	i := newInstance(b, spec, m, warm)
 	i.phases.Prepare = time.Since(begin)
 	if b.onPrepare != nil {
 		b.onPrepare(&spec, i)
 	}
 	return i, nil
+}
+
+func (b *Backend) untrack(m *machine) {
+	b.liveMu.Lock()
+	delete(b.live, m.id)
+	b.liveMu.Unlock()
+}
+
+// pooled returns the ids of machines that exist but serve no run yet:
+// idle or booting pool guests.
+func (b *Backend) pooled() map[string]bool {
+	b.liveMu.Lock()
+	defer b.liveMu.Unlock()
+	out := map[string]bool{}
+	for id, m := range b.live {
+		if !m.assigned.Load() {
+			out[id] = true
+		}
+	}
+	return out
 }

@@ -52,6 +52,7 @@ type tracker struct {
 	mu    sync.Mutex
 	runs  map[string][]*instance
 	state string
+	b     *Backend
 }
 
 func newTestBackend(t testing.TB, settings map[string]string) (*Backend, *tracker) {
@@ -74,7 +75,7 @@ func newTestBackend(t testing.TB, settings map[string]string) (*Backend, *tracke
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &tracker{runs: map[string][]*instance{}, state: state}
+	tr := &tracker{runs: map[string][]*instance{}, state: state, b: b}
 	b.onPrepare = func(spec *execution.Spec, i *instance) {
 		tr.mu.Lock()
 		defer tr.mu.Unlock()
@@ -121,21 +122,43 @@ func (tr *tracker) leftovers(marker string) []string {
 	return left
 }
 
-// strays lists VM directories and QEMU processes under the state directory,
-// which must all be gone once the backend is closed.
+// strays lists VM directories and QEMU processes under the state directory
+// that belong to no pooled guest; once the backend is closed, none may be
+// left at all.
 func (tr *tracker) strays() []string {
-	var left []string
+	// Look first, then ask which machines are pooled, then check that what
+	// was seen still exists: a guest booting or closing meanwhile is not a
+	// stray.
 	entries, _ := os.ReadDir(tr.state)
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "glasshouse-qemu-") {
-			left = append(left, "stray vm directory "+filepath.Join(tr.state, e.Name()))
-		}
-	}
 	procs, _ := os.ReadDir("/proc")
+	cmdlines := map[string]string{}
 	for _, p := range procs {
 		b, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
 		if err == nil && strings.Contains(string(b), tr.state+"/") {
-			left = append(left, "stray process "+p.Name()+": "+strings.ReplaceAll(string(b[:min(len(b), 120)]), "\x00", " "))
+			cmdlines[p.Name()] = string(b)
+		}
+	}
+	pooled := tr.b.pooled()
+	var left []string
+	for _, e := range entries {
+		dir := filepath.Join(tr.state, e.Name())
+		if !strings.HasPrefix(e.Name(), "glasshouse-qemu-") || pooled[e.Name()] {
+			continue
+		}
+		if _, err := os.Stat(dir); err == nil {
+			left = append(left, "stray vm directory "+dir)
+		}
+	}
+	for pid, cmd := range cmdlines {
+		isPooled := false
+		for id := range pooled {
+			isPooled = isPooled || strings.Contains(cmd, filepath.Join(tr.state, id)+"/")
+		}
+		if isPooled {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join("/proc", pid, "cmdline")); err == nil && string(b) == cmd {
+			left = append(left, "stray process "+pid+": "+strings.ReplaceAll(cmd[:min(len(cmd), 120)], "\x00", " "))
 		}
 	}
 	return left

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -80,6 +81,10 @@ type machine struct {
 
 	exited  chan struct{}
 	waitErr error
+	// assigned is set once the machine serves a run.
+	assigned atomic.Bool
+	// untrack removes the machine from its backend's live set.
+	untrack func()
 
 	closeOnce sync.Once
 	closeErr  error
@@ -113,6 +118,9 @@ func (m *machine) Close() error {
 		}
 		if err := os.RemoveAll(m.dir); err != nil {
 			errs = append(errs, fmt.Errorf("remove vm dir: %w", err))
+		}
+		if m.untrack != nil {
+			m.untrack()
 		}
 		m.closeErr = errors.Join(errs...)
 	})
@@ -246,13 +254,20 @@ func (b *Backend) bootVM(ctx context.Context, vs vmSpec) (_ *machine, err error)
 	if err != nil {
 		return nil, err
 	}
+	// The directory is created and tracked under one lock, so that a check
+	// for strays never sees one without the other.
+	b.liveMu.Lock()
 	dir, err := os.MkdirTemp(b.cfg.StateDir, "glasshouse-qemu-")
 	if err != nil {
+		b.liveMu.Unlock()
 		return nil, fmt.Errorf("%w: create vm dir: %v", execution.ErrInfrastructure, err)
 	}
 	m := &machine{id: filepath.Base(dir), dir: dir, accel: vs.accel, memory: vs.memoryBytes, console: &ring{},
 		exited: make(chan struct{}), logDir: b.cfg.LogDir, maxLogs: b.cfg.MaxLogs}
 	m.phases.Accel = vs.accel
+	b.live[m.id] = m
+	b.liveMu.Unlock()
+	m.untrack = func() { b.untrack(m) }
 	defer func() {
 		if err != nil {
 			m.Close()
