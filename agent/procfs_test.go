@@ -107,9 +107,9 @@ func TestParseFileConfig(t *testing.T) {
 		t.Fatalf("%+v", fc)
 	}
 	for _, bad := range []string{
-		"selects: [all]\n",          // unknown key
+		"selects: [all]\n",         // unknown key
 		"select: [\"pod:nope\"]\n", // bad selector
-		"select: all\n",             // not a list
+		"select: all\n",            // not a list
 		"select: [all]\nselect: [all]\n",
 		"policy: [x]\n",
 		strings.Repeat("#", MaxConfigFileBytes+1),
