@@ -26,7 +26,7 @@ const interruptEvery = 64
 type rule struct {
 	id          string // qualified: policy/rule
 	severity    string
-	description string
+	message     string // the violation message: the description on one line
 	over        string
 	prg         cel.Program
 	// full is the lowered condition of an `over` rule, when all of it
@@ -90,9 +90,12 @@ func compileRule(env *cel.Env, policyName string, rs ruleSource, probs *problems
 	r := &rule{
 		id:          policyName + "/" + rs.id,
 		severity:    rs.severity,
-		description: strings.TrimSpace(rs.description),
+		message:     oneLine(rs.description),
 		over:        rs.over,
 		prg:         prg,
+	}
+	if r.message == "" {
+		r.message = "rule " + r.id + " matched"
 	}
 	r.full, r.pre = lowerCondition(rs.over, native.Expr())
 	if rs.over == "" {

@@ -57,7 +57,7 @@ func (p *Policy) EvaluateContext(ctx context.Context, r *receipt.Receipt) (*rece
 
 // evaluate runs one rule. It returns an error only when ctx ends.
 func (ru *rule) evaluate(ctx context.Context, st *state, act *activation) (receipt.Violation, bool, error) {
-	v := receipt.Violation{Rule: ru.id, Severity: ru.severity, Message: ru.message(), Evidence: []string{}}
+	v := receipt.Violation{Rule: ru.id, Severity: ru.severity, Message: ru.message, Evidence: []string{}}
 	if ru.over == "" && ru.full != nil {
 		if !ru.full(st, 0) {
 			return v, false, nil
@@ -135,13 +135,6 @@ func (ru *rule) evaluate(ctx context.Context, st *state, act *activation) (recei
 	}
 	v.Message += "."
 	return v, true, nil
-}
-
-func (ru *rule) message() string {
-	if ru.description != "" {
-		return oneLine(ru.description)
-	}
-	return "rule " + ru.id + " matched"
 }
 
 func isTrue(val any) (bool, error) {
