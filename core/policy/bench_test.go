@@ -3,8 +3,8 @@ package policy
 import (
 	"fmt"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"glasshouse.dev/glasshouse/core/receipt"
 )
@@ -129,4 +129,3 @@ func BenchmarkDecodeBaseline(b *testing.B) {
 		}
 	}
 }
-

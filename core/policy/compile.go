@@ -24,11 +24,11 @@ const interruptEvery = 64
 
 // rule is one compiled rule.
 type rule struct {
-	id          string // qualified: policy/rule
-	severity    string
-	message     string // the violation message: the description on one line
-	over        string
-	prg         cel.Program
+	id       string // qualified: policy/rule
+	severity string
+	message  string // the violation message: the description on one line
+	over     string
+	prg      cel.Program
 	// full is the lowered condition of an `over` rule, when all of it
 	// lowers; pre is a prefilter of lowerable conjuncts otherwise.
 	full, pre boolFn
@@ -88,11 +88,11 @@ func compileRule(env *cel.Env, policyName string, rs ruleSource, probs *problems
 		return nil, false
 	}
 	r := &rule{
-		id:          policyName + "/" + rs.id,
-		severity:    rs.severity,
-		message:     oneLine(rs.description),
-		over:        rs.over,
-		prg:         prg,
+		id:       policyName + "/" + rs.id,
+		severity: rs.severity,
+		message:  oneLine(rs.description),
+		over:     rs.over,
+		prg:      prg,
 	}
 	if r.message == "" {
 		r.message = "rule " + r.id + " matched"
