@@ -73,7 +73,8 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 		Size: cfg.PoolSize, MaxBoots: cfg.PoolBoots, MaxIdle: cfg.PoolMaxIdle,
 		BootTimeout: cfg.BootTimeout + probeTimeout, Logger: b.log,
 	}, func(ctx context.Context) (*machine, error) {
-		return b.bootVM(ctx, vmSpec{accel: b.accelFor(ctx), memoryBytes: cfg.MemoryBytes, timeout: cfg.BootTimeout, prewarm: true})
+		return b.bootVM(ctx, vmSpec{accel: b.accelFor(ctx), memoryBytes: cfg.MemoryBytes, timeout: cfg.BootTimeout,
+			prewarm: true, eagerCollector: cfg.PoolCollector})
 	})
 	if err != nil {
 		return nil, err

@@ -19,6 +19,8 @@ import (
 //	qemu.pool=N              idle booted guests to keep (default 0: every run boots)
 //	qemu.pool_boots=N        concurrent background boots (default 1)
 //	qemu.pool_max_idle=DUR   recycle pooled guests idle longer (default 10m)
+//	qemu.pool_collector=BOOL pooled guests load the eBPF collector before they are
+//	                         ready (default true; false saves CPU when few runs are profiled)
 //	qemu.max_boots=N         concurrent boots, pooled or not (default: CPU count)
 //	qemu.accel=auto|kvm|tcg  accelerator (default auto: KVM only if a probe boot works)
 //	qemu.binary=PATH         QEMU binary (default qemu-system-x86_64)
@@ -38,15 +40,17 @@ type Config struct {
 	PoolSize    int
 	PoolBoots   int
 	PoolMaxIdle time.Duration
-	MaxBoots    int
-	MemoryBytes int64
-	CPUs        int
-	Workspace   int64
-	BootTimeout time.Duration
-	KillGrace   time.Duration
-	KernelArgs  string
-	LogDir      string
-	MaxLogs     int
+	// PoolCollector has pooled guests load the collector at boot.
+	PoolCollector bool
+	MaxBoots      int
+	MemoryBytes   int64
+	CPUs          int
+	Workspace     int64
+	BootTimeout   time.Duration
+	KillGrace     time.Duration
+	KernelArgs    string
+	LogDir        string
+	MaxLogs       int
 	// StateDir holds per-VM directories (sockets, workspace images).
 	StateDir string
 	// ArtifactsDir holds vmlinuz, initramfs.cpio and rootfs.ext4; empty
@@ -70,17 +74,18 @@ const (
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Binary:      "qemu-system-x86_64",
-		Accel:       "auto",
-		PoolBoots:   1,
-		PoolMaxIdle: 10 * time.Minute,
-		MaxBoots:    runtime.NumCPU(),
-		MemoryBytes: 1 << 30,
-		CPUs:        1,
-		Workspace:   1 << 30,
-		BootTimeout: 60 * time.Second,
-		KillGrace:   10 * time.Second,
-		MaxLogs:     100,
+		Binary:        "qemu-system-x86_64",
+		Accel:         "auto",
+		PoolBoots:     1,
+		PoolMaxIdle:   10 * time.Minute,
+		PoolCollector: true,
+		MaxBoots:      runtime.NumCPU(),
+		MemoryBytes:   1 << 30,
+		CPUs:          1,
+		Workspace:     1 << 30,
+		BootTimeout:   60 * time.Second,
+		KillGrace:     10 * time.Second,
+		MaxLogs:       100,
 	}
 }
 
@@ -132,6 +137,8 @@ func configFrom(opts execution.Options) (Config, error) {
 			c.PoolSize, err = strconv.Atoi(v)
 		case "pool_boots":
 			c.PoolBoots, err = strconv.Atoi(v)
+		case "pool_collector":
+			c.PoolCollector, err = strconv.ParseBool(v)
 		case "max_boots":
 			c.MaxBoots, err = strconv.Atoi(v)
 		case "pool_max_idle":

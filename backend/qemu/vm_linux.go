@@ -36,6 +36,9 @@ type vmSpec struct {
 	// prewarm has the guest load Python before it reports ready (pooled
 	// guests: the boot is off the run's path, the first run is faster).
 	prewarm bool
+	// eagerCollector has the guest load its eBPF collector before it
+	// reports ready.
+	eagerCollector bool
 }
 
 // Phases are how long each step of a VM's life took.
@@ -301,6 +304,9 @@ func (b *Backend) bootVM(ctx context.Context, vs vmSpec) (_ *machine, err error)
 	}
 	if vs.prewarm {
 		tsc += " glasshouse.prewarm=1"
+	}
+	if vs.eagerCollector {
+		tsc += " glasshouse.collector=eager"
 	}
 	cmdline := kernelCmdline(tsc, b.cfg.KernelArgs, vs.extraArgs)
 	m.cmd = exec.Command(b.cfg.Binary, qemuArgs(a, vs, b.cfg.CPUs, dir, cmdline)...)

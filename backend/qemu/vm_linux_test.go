@@ -296,7 +296,7 @@ func TestPanickingGuest(t *testing.T) {
 // run had its own guest and that nothing is left behind.
 func TestPoolRuns(t *testing.T) {
 	const runs = 50
-	b, tr := newTestBackend(t, map[string]string{"qemu.pool": "2"})
+	b, tr := newTestBackend(t, map[string]string{"qemu.pool": "2", "qemu.pool_collector": "false"})
 	fds := openFDs(t)
 	seen := map[string]bool{}
 	e, err := execution.New(execution.Config{Backend: b})
@@ -387,7 +387,7 @@ const rootDirPrefix = "/rootfs/"
 // TestNetworkModes checks that "none" keeps even loopback down, "loopback"
 // brings it up, and "full" is refused.
 func TestNetworkModes(t *testing.T) {
-	b, _ := newTestBackend(t, map[string]string{"qemu.pool": "1"})
+	b, _ := newTestBackend(t, map[string]string{"qemu.pool": "1", "qemu.pool_collector": "false"})
 	code := `import socket
 try:
     s = socket.socket()

@@ -155,15 +155,35 @@ func waitDisk(ctx context.Context, serial string) (string, error) {
 	}
 }
 
+func waitPath(ctx context.Context, p string) error {
+	for {
+		if _, err := os.Stat(p); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no disk %s: %w", p, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
 // mountRoot mounts the read-only rootfs and the workspace under rootDir,
 // with a minimal /dev, /proc, /sys and /tmp for the workload.
-func mountRoot(ctx context.Context, log *slog.Logger) error {
-	rootDev, err := waitDisk(ctx, rootSerial)
-	if err != nil {
+func mountRoot(ctx context.Context, log *slog.Logger, rootDev, workDev string) error {
+	var err error
+	if rootDev == "" {
+		if rootDev, err = waitDisk(ctx, rootSerial); err != nil {
+			return err
+		}
+	} else if err = waitPath(ctx, rootDev); err != nil {
 		return err
 	}
-	workDev, err := waitDisk(ctx, workSerial)
-	if err != nil {
+	if workDev == "" {
+		if workDev, err = waitDisk(ctx, workSerial); err != nil {
+			return err
+		}
+	} else if err = waitPath(ctx, workDev); err != nil {
 		return err
 	}
 	log.Debug("disks found", "root", rootDev, "workspace", workDev)

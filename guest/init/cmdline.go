@@ -24,7 +24,14 @@ type cmdline struct {
 	// pooled guest's first run finds the interpreter in the page cache
 	// (glasshouse.prewarm=1).
 	prewarm bool
-	debug   bool
+	// collector loads the eBPF collector before the guest reports ready
+	// (glasshouse.collector=eager) instead of on the first profiled run.
+	eagerCollector bool
+	// rootDev and workDev name the rootfs and workspace disks for VMMs
+	// whose virtio-blk devices carry no serial (glasshouse.rootdev=,
+	// glasshouse.workdev=); by default disks are found by serial.
+	rootDev, workDev string
+	debug            bool
 }
 
 // maxCmdline bounds what parseCmdline reads; the kernel's own limit is 2048
@@ -63,9 +70,33 @@ func parseCmdline(s string) cmdline {
 			}
 		case "glasshouse.prewarm":
 			c.prewarm = v == "" || v == "1"
+		case "glasshouse.collector":
+			c.eagerCollector = v == "eager"
+		case "glasshouse.rootdev":
+			if devPath(v) {
+				c.rootDev = v
+			}
+		case "glasshouse.workdev":
+			if devPath(v) {
+				c.workDev = v
+			}
 		case "glasshouse.debug":
 			c.debug = v == "" || v == "1"
 		}
 	}
 	return c
+}
+
+// devPath accepts /dev/NAME with a plain device name.
+func devPath(p string) bool {
+	name, ok := strings.CutPrefix(p, "/dev/")
+	if !ok || name == "" || len(name) > 32 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }

@@ -13,6 +13,9 @@ func TestParseCmdline(t *testing.T) {
 	if c.maxFrame != 0 || c.helloWait != 30*time.Second {
 		t.Fatalf("malformed values changed defaults: %+v", c)
 	}
+	if c := parseCmdline("glasshouse.rootdev=/dev/vda glasshouse.workdev=/etc/passwd glasshouse.collector=eager"); c.rootDev != "/dev/vda" || c.workDev != "" || !c.eagerCollector {
+		t.Fatalf("disk options: %+v", c)
+	}
 	if c := parseCmdline("glasshouse.vsock=99999999999 glasshouse.port=" + string(make([]byte, 300))); c.vsockPort != 0 || c.port != "" {
 		t.Fatalf("out-of-range values accepted: %+v", c)
 	}

@@ -102,7 +102,7 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 		return err
 	}
 	defer conn.Close()
-	if err := mountRoot(ctx, log); err != nil {
+	if err := mountRoot(ctx, log, opts.rootDev, opts.workDev); err != nil {
 		sendError(conn, transport.CodeInternal, err)
 		return err
 	}
@@ -117,7 +117,7 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 	collector := &lazyCollector{log: log}
 	hello := transport.Hello{Kernel: kernelRelease(), InitStartNS: initStart, Collector: collectorName}
 	var collectorErr error
-	if opts.prewarm {
+	if opts.eagerCollector {
 		_, collectorErr = collector.get()
 	} else {
 		collectorErr = collector.precheck()
