@@ -222,6 +222,9 @@ func parseDocument(file string, src []byte) (doc *document, err error) {
 	if seen["name"] && doc.name == "" {
 		probs.add(doc.namePos, "name is empty")
 	}
+	if seen["version"] && doc.version == "" {
+		probs.add(at, "version is empty")
+	}
 	if seen["rules"] && len(doc.rules) == 0 && len(probs.errs) == 0 {
 		probs.add(at, "rules is empty: a policy needs at least one rule")
 	}

@@ -51,6 +51,7 @@ func TestParseErrors(t *testing.T) {
 		{"two documents", "name: a\n---\nname: b\n", `p.yaml:3:`},
 		{"unknown field", "name: acme\nversion: 1\nrulez: []\n", `p.yaml:3:1: unknown field "rulez"`},
 		{"missing rules", "name: acme\nversion: 1\n", `p.yaml:1:1: missing "rules"`},
+		{"empty version", "name: a\nversion:\nrules: []\n", `p.yaml:1:1: version is empty`},
 		{"bad name", "name: a,b\nversion: 1\nrules: []\n", `p.yaml:1:7: name "a,b"`},
 		{"rules not a list", "name: a\nversion: 1\nrules: 3\n", `p.yaml:3:8: rules must be a list`},
 		{"bad severity", "name: a\nversion: 1\nrules:\n  - id: r\n    severity: fatal\n    condition: true\n", `p.yaml:5:15: severity "fatal": want deny or warn`},
