@@ -193,7 +193,10 @@ func serve(log *slog.Logger, o options, sel *agent.Selection, pol *policy.Policy
 		}
 	}
 
-	col, err := audit.Open(audit.Config{Logger: log, RingBytes: o.ringBytes})
+	// The socket hooks go on the same cgroup2 root the agent watches: in a
+	// container that is the host's tree mounted in, not the container's
+	// own cgroup namespace root.
+	col, err := audit.Open(audit.Config{Logger: log, RingBytes: o.ringBytes, CgroupRoot: root})
 	if err != nil {
 		return fmt.Errorf("load the eBPF collector: %w", err)
 	}
