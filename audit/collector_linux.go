@@ -24,9 +24,16 @@ import (
 	"glasshouse.dev/glasshouse/ebpf/collector"
 )
 
-// globalSlot is the drops counter summed over all sessions (MAX_SLOTS-1 in
-// collector.bpf.c).
-const globalSlot = MaxSessions
+const (
+	// globalSlot is the drops counter summed over all sessions (MAX_SLOTS-1
+	// in collector.bpf.c).
+	globalSlot = MaxSessions
+	// The BPF side wakes the reader once 1/wakeFraction of the ring is
+	// waiting; otherwise the reader polls every pollInterval. Flush markers
+	// always wake it.
+	wakeFraction = 8
+	pollInterval = 20 * time.Millisecond
+)
 
 // Collector is the loaded host collector. See the package documentation.
 type Collector struct {
@@ -42,6 +49,7 @@ type Collector struct {
 
 	mu       sync.Mutex
 	closed   bool
+	gen      uint64 // generation of the targets map (see bumpGen)
 	byCgroup map[uint64]*session
 	freeSlot []uint32
 	nextID   uint32
@@ -81,6 +89,9 @@ func Open(cfg Config) (*Collector, error) {
 		return nil, fmt.Errorf("parse collector object: %w", err)
 	}
 	spec.Maps[collector.BPFMapEvents].MaxEntries = uint32(cfg.RingBytes)
+	if err := spec.Variables[collector.BPFVarWakeBytes].Set(uint64(cfg.RingBytes / wakeFraction)); err != nil {
+		return nil, fmt.Errorf("set wake threshold: %w", err)
+	}
 	c := &Collector{
 		log:        cfg.Logger,
 		byCgroup:   make(map[uint64]*session),
@@ -299,10 +310,25 @@ func (c *Collector) Start(ctx context.Context, target profiling.Target, sink pro
 		c.publish(func(m map[uint32]*session) { delete(m, id) })
 		return nil, fmt.Errorf("register cgroup %d: %w", target.CgroupID, err)
 	}
+	if err := c.bumpGen(); err != nil {
+		c.objs.Targets.Delete(target.CgroupID)
+		c.publish(func(m map[uint32]*session) { delete(m, id) })
+		return nil, err
+	}
 	c.freeSlot = c.freeSlot[:len(c.freeSlot)-1]
 	c.byCgroup[target.CgroupID] = s
 	c.log.Debug("profiling session started", "run_id", target.RunID, "cgroup_id", target.CgroupID, "session", id)
 	return s, nil
+}
+
+// bumpGen invalidates the kernel's cache of cgroup matches after targets
+// changed. c.mu must be held.
+func (c *Collector) bumpGen() error {
+	c.gen++
+	if err := c.objs.TargetsGen.Put(uint32(0), c.gen); err != nil {
+		return fmt.Errorf("invalidate match cache: %w", err)
+	}
+	return nil
 }
 
 // publish replaces the session map with a modified copy. c.mu must be held.
@@ -332,12 +358,17 @@ func (c *Collector) release(s *session) {
 func (c *Collector) read() {
 	defer close(c.readerDone)
 	var rec ringbuf.Record
+	c.rd.SetDeadline(time.Now().Add(pollInterval))
 	for {
 		if err := c.rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				c.rd.SetDeadline(time.Now().Add(pollInterval))
+			case errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed):
 				return
+			default:
+				c.log.Error("read ring buffer", "err", err)
 			}
-			c.log.Error("read ring buffer", "err", err)
 			continue
 		}
 		c.handle(rec.RawSample)
@@ -510,9 +541,14 @@ func (s *session) Stop(ctx context.Context) (profiling.Report, error) {
 func (s *session) stop(ctx context.Context) (profiling.Report, error) {
 	c := s.c
 	defer c.release(s)
+	c.mu.Lock()
 	if err := c.objs.Targets.Delete(s.target.CgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		c.log.Warn("unregister cgroup", "run_id", s.target.RunID, "err", err)
 	}
+	if err := c.bumpGen(); err != nil {
+		c.log.Warn("unregister cgroup", "run_id", s.target.RunID, "err", err)
+	}
+	c.mu.Unlock()
 	flushErr := s.flush(ctx)
 	var dropped uint64
 	if err := c.objs.Drops.Lookup(s.slot, &dropped); err != nil && flushErr == nil {

@@ -208,10 +208,47 @@ static long current_level(__u32 lvl, void *arg)
 	return 0;
 }
 
+/*
+ * Matches are cached per cgroup. User space bumps targets_gen after every
+ * change to targets; a program reads the generation before walking, so a
+ * result computed against an older set is never used after the change.
+ */
+struct cached_match {
+	__u64 gen;
+	struct match m;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} targets_gen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct cached_match);
+} match_cache SEC(".maps");
+
 /* Sessions of the current task: its cgroup and every ancestor. */
 static __always_inline int current_match(struct match *m)
 {
+	__u32 zero = 0;
+	__u64 *genp = bpf_map_lookup_elem(&targets_gen, &zero);
+	if (!genp)
+		return 0;
+	__u64 gen = *genp;
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct cached_match *c = bpf_map_lookup_elem(&match_cache, &cg);
+	if (c && c->gen == gen) {
+		*m = c->m;
+		return m->n;
+	}
 	bpf_loop(GH_CGROUP_LEVELS, current_level, m, 0);
+	struct cached_match fresh = {.gen = gen, .m = *m};
+	bpf_map_update_elem(&match_cache, &cg, &fresh, BPF_ANY);
 	return m->n;
 }
 
@@ -266,13 +303,24 @@ static __always_inline struct evbuf *start_event(__u32 kind, const struct match 
 	return b;
 }
 
+/*
+ * Waking the reader for every record costs the workload more than writing
+ * the record. Records are queued without a wakeup until wake_bytes are
+ * waiting (user space sets it to a fraction of the ring); the reader also
+ * polls on a short timer, and flush markers always wake it.
+ */
+const volatile __u64 wake_bytes = 1 << 20;
+
 static __always_inline void submit(struct evbuf *b, __u32 size, const struct match *m)
 {
 	if (size > GH_EVBUF)
 		size = GH_EVBUF;
 	if (size < sizeof(struct gh_event))
 		size = sizeof(struct gh_event);
-	if (bpf_ringbuf_output(&events, b, size, 0))
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&events, b, size, flags))
 		drop_all(m);
 }
 
@@ -660,14 +708,17 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	struct inflight in = {};
 	if (!current_match(&in.m))
 		return 0;
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	/* One read of the saved registers instead of one per argument. */
+	struct pt_regs regs;
+	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)ctx->args[0]))
+		return 0;
 	in.nr = nr;
-	in.args[0] = BPF_CORE_READ(regs, di);
-	in.args[1] = BPF_CORE_READ(regs, si);
-	in.args[2] = BPF_CORE_READ(regs, dx);
-	in.args[3] = BPF_CORE_READ(regs, r10);
-	in.args[4] = BPF_CORE_READ(regs, r8);
-	in.args[5] = BPF_CORE_READ(regs, r9);
+	in.args[0] = regs.di;
+	in.args[1] = regs.si;
+	in.args[2] = regs.dx;
+	in.args[3] = regs.r10;
+	in.args[4] = regs.r8;
+	in.args[5] = regs.r9;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	if (bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY))
 		drop_all(&in.m);
@@ -1023,7 +1074,7 @@ int gh_marker(struct bpf_raw_tracepoint_args *ctx)
 	h->kind = GH_EV_MARKER;
 	h->sess[0] = (__u32)ctx->args[0];
 	h->nsess = 1;
-	bpf_ringbuf_submit(h, 0);
+	bpf_ringbuf_submit(h, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
 

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type BPFCachedMatch struct {
+	_   structs.HostLayout
+	Gen uint64
+	M   struct {
+		_    structs.HostLayout
+		Sess [4]uint32
+		Slot [4]uint32
+		N    uint16
+		_    [2]byte
+	}
+	_ [4]byte
+}
+
 type BPFEvbuf struct {
 	_    structs.HostLayout
 	Data [32768]uint8
@@ -80,8 +93,10 @@ const (
 	BPFMapEvbufs       = "evbufs"
 	BPFMapEvents       = "events"
 	BPFMapInflight     = "inflight"
+	BPFMapMatchCache   = "match_cache"
 	BPFMapPathbufs     = "pathbufs"
 	BPFMapTargets      = "targets"
+	BPFMapTargetsGen   = "targets_gen"
 	BPFProgGhBind4     = "gh_bind4"
 	BPFProgGhBind6     = "gh_bind6"
 	BPFProgGhConnect4  = "gh_connect4"
@@ -97,6 +112,7 @@ const (
 	BPFVarGhPathEnd    = "gh_path_end"
 	BPFVarUnusedEvent  = "unused_event"
 	BPFVarUnusedTarget = "unused_target"
+	BPFVarWakeBytes    = "wake_bytes"
 )
 
 // LoadBPF returns the embedded CollectionSpec for BPF.
@@ -164,8 +180,10 @@ type BPFMapSpecs struct {
 	Evbufs     *ebpf.MapSpec `ebpf:"evbufs"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
+	MatchCache *ebpf.MapSpec `ebpf:"match_cache"`
 	Pathbufs   *ebpf.MapSpec `ebpf:"pathbufs"`
 	Targets    *ebpf.MapSpec `ebpf:"targets"`
+	TargetsGen *ebpf.MapSpec `ebpf:"targets_gen"`
 }
 
 // BPFVariableSpecs contains global variables before they are loaded into the kernel.
@@ -175,6 +193,7 @@ type BPFVariableSpecs struct {
 	GhPathEnd    *ebpf.VariableSpec `ebpf:"gh_path_end"`
 	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedTarget *ebpf.VariableSpec `ebpf:"unused_target"`
+	WakeBytes    *ebpf.VariableSpec `ebpf:"wake_bytes"`
 }
 
 // BPFObjects contains all objects after they have been loaded into the kernel.
@@ -202,8 +221,10 @@ type BPFMaps struct {
 	Evbufs     *ebpf.Map `ebpf:"evbufs"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Inflight   *ebpf.Map `ebpf:"inflight"`
+	MatchCache *ebpf.Map `ebpf:"match_cache"`
 	Pathbufs   *ebpf.Map `ebpf:"pathbufs"`
 	Targets    *ebpf.Map `ebpf:"targets"`
+	TargetsGen *ebpf.Map `ebpf:"targets_gen"`
 }
 
 func (m *BPFMaps) Close() error {
@@ -213,8 +234,10 @@ func (m *BPFMaps) Close() error {
 		m.Evbufs,
 		m.Events,
 		m.Inflight,
+		m.MatchCache,
 		m.Pathbufs,
 		m.Targets,
+		m.TargetsGen,
 	)
 }
 
@@ -225,6 +248,7 @@ type BPFVariables struct {
 	GhPathEnd    *ebpf.Variable `ebpf:"gh_path_end"`
 	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
 	UnusedTarget *ebpf.Variable `ebpf:"unused_target"`
+	WakeBytes    *ebpf.Variable `ebpf:"wake_bytes"`
 }
 
 // BPFPrograms contains all programs after they have been loaded into the kernel.

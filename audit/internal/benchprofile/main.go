@@ -1,0 +1,153 @@
+// Command benchprofile measures what the host collector costs a
+// syscall-heavy workload, against the same workload unprofiled and under
+// strace -f, all in one run. scripts/bench-profiling.sh builds and runs it.
+//
+// The workload is the static tester (audit/testdata/tester.c): "spin N"
+// (N open/close pairs) followed by "forkexec M" (M fork+exec), run in a
+// fresh cgroup each time. Variants are interleaved and each is repeated;
+// the median wall time is reported.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"glasshouse.dev/glasshouse/audit"
+	"glasshouse.dev/glasshouse/core/profiling"
+	"glasshouse.dev/glasshouse/internal/cgroup"
+)
+
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) Add(*profiling.Event) { c.n.Add(1) }
+
+func main() {
+	tester := flag.String("tester", "", "path of the static tester binary")
+	opens := flag.Int("opens", 200000, "open/close pairs per run")
+	execs := flag.Int("execs", 2000, "fork+exec pairs per run")
+	reps := flag.Int("reps", 5, "repetitions of each variant")
+	loads := flag.Int("loads", 5, "collector loads to time")
+	flag.Parse()
+	if err := run(*tester, *opens, *execs, *reps, *loads); err != nil {
+		fmt.Fprintln(os.Stderr, "benchprofile:", err)
+		os.Exit(1)
+	}
+}
+
+func run(tester string, opens, execs, reps, loads int) error {
+	if tester == "" {
+		return errors.New("-tester is required")
+	}
+	layout, err := cgroup.Detect()
+	if err != nil {
+		return err
+	}
+	strace, _ := exec.LookPath("strace")
+
+	var loadTimes []time.Duration
+	for range loads {
+		start := time.Now()
+		c, err := audit.Open(audit.Config{})
+		if err != nil {
+			return fmt.Errorf("load collector: %w", err)
+		}
+		loadTimes = append(loadTimes, time.Since(start))
+		c.Close()
+	}
+	coll, err := audit.Open(audit.Config{})
+	if err != nil {
+		return err
+	}
+	defer coll.Close()
+
+	workload := [][]string{{tester, "spin", strconv.Itoa(opens)}, {tester, "forkexec", strconv.Itoa(execs)}}
+	var plain, profiled, straced []time.Duration
+	var events, dropped int64
+	seq := 0
+	once := func(profile bool, wrap []string) (time.Duration, error) {
+		seq++
+		g, err := layout.Create("glasshouse-bench", fmt.Sprintf("run-%d-%d", os.Getpid(), seq), cgroup.Limits{})
+		if err != nil {
+			return 0, err
+		}
+		defer g.Remove()
+		var sess profiling.Session
+		sink := &counter{}
+		if profile {
+			if sess, err = coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, sink); err != nil {
+				return 0, err
+			}
+		}
+		start := time.Now()
+		for _, argv := range workload {
+			argv = append(slices.Clone(wrap), argv...)
+			cmd := exec.Command(argv[0], argv[1:]...)
+			if err := g.StartInGroup(cmd); err != nil {
+				return 0, err
+			}
+			if err := cmd.Wait(); err != nil {
+				return 0, fmt.Errorf("%v: %w", argv, err)
+			}
+		}
+		elapsed := time.Since(start)
+		if sess != nil {
+			rep, err := sess.Stop(context.Background())
+			if err != nil {
+				return 0, err
+			}
+			events += rep.Events
+			dropped += rep.Dropped
+		}
+		return elapsed, nil
+	}
+	for range reps {
+		d, err := once(false, nil)
+		if err != nil {
+			return err
+		}
+		plain = append(plain, d)
+		if d, err = once(true, nil); err != nil {
+			return err
+		}
+		profiled = append(profiled, d)
+		if strace != "" {
+			if d, err = once(false, []string{strace, "-f", "-qq", "-o", "/dev/null"}); err != nil {
+				return err
+			}
+			straced = append(straced, d)
+		}
+	}
+	os.Remove(layout.Unified + "/glasshouse-bench")
+
+	mp, mf := median(plain), median(profiled)
+	perRun := float64(events) / float64(reps)
+	fmt.Printf("workload: %d open/close + %d fork/exec, %d runs of each variant (median wall time)\n", opens, execs, reps)
+	fmt.Printf("  unprofiled          %9.1f ms\n", ms(mp))
+	fmt.Printf("  profiled            %9.1f ms   ratio %.3f (goal <= 1.10)\n", ms(mf), float64(mf)/float64(mp))
+	if len(straced) > 0 {
+		ms := median(straced)
+		fmt.Printf("  strace -f           %9.1f ms   ratio %.3f; profiled is %.1fx faster than strace -f (goal >= 10)\n", float64(ms)/1e6, float64(ms)/float64(mp), float64(ms)/float64(mf))
+	} else {
+		fmt.Printf("  strace -f           not installed\n")
+	}
+	fmt.Printf("  events per run      %9.0f   rate %.0f events/s during the profiled runs\n", perRun, perRun/mf.Seconds())
+	fmt.Printf("  dropped             %9d   (goal 0)\n", dropped)
+	fmt.Printf("  collector load      %9.1f ms median of %d (goal <= 150 ms)\n", ms(median(loadTimes)), loads)
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
