@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"glasshouse.dev/glasshouse/server"
+	"glasshouse.dev/glasshouse/store"
 )
 
 // serveEnv runs Serve on a real listener, as the binary does.
@@ -31,17 +34,8 @@ func post(t *testing.T, url, body string) (int, string) {
 		return 0, err.Error()
 	}
 	defer resp.Body.Close()
-	b := new(strings.Builder)
-	_, _ = new(strings.Builder).WriteString("")
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return resp.StatusCode, b.String()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func TestShutdownDrainsWithinGrace(t *testing.T) {
@@ -116,5 +110,69 @@ func TestShutdownKillsAfterGrace(t *testing.T) {
 	}
 	if ids := mustInFlight(t, e); len(ids) != 0 {
 		t.Fatalf("runs left in flight: %v", ids)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) {
+		c.Retention = store.Retention{MaxCount: 2}
+		c.RetentionEvery = 20 * time.Millisecond
+	})
+	for range 5 {
+		if r, _ := e.run("", `{"code":"print(2+2)"}`); r.status != 200 {
+			t.Fatal(r.status)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Serve(ctx, ln) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var list server.ListResponse
+		e.do("GET", "/receipts", "", nil).json(t, &list)
+		if len(list.Runs) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("retention kept %d runs, want 2", len(list.Runs))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHugeChunkedBody(t *testing.T) {
+	e := newEnv(t, nil)
+	// No Content-Length: the server must stop reading at the limit.
+	pr, pw := io.Pipe()
+	go func() {
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		pw.Write([]byte(`{"code":"`))
+		for range 64 { // 4 MiB, far over the 64 KiB limit
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Write([]byte(`"}`))
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", e.http.URL+"/run", pr)
+	req.ContentLength = -1
+	resp, err := e.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	pr.CloseWithError(io.ErrClosedPipe)
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), `"field":"body","limit":65536`) {
+		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
 }
