@@ -15,12 +15,16 @@ import (
 // Bounds on policy files. Longer inputs are rejected with an error naming
 // the field and the limit.
 const (
-	MaxPolicyBytes      = 1 << 20
-	MaxRules            = 512
-	MaxConditionBytes   = 16 << 10
-	MaxNameBytes        = 64
-	MaxDescriptionBytes = 4 << 10
-	MaxVersionBytes     = 64
+	MaxPolicyBytes    = 1 << 20
+	MaxRules          = 512
+	MaxConditionBytes = 16 << 10
+	// MaxTotalConditionBytes bounds the conditions of one file together:
+	// compiling CEL costs a few microseconds per byte, and a server compiles
+	// inline policies per request.
+	MaxTotalConditionBytes = 64 << 10
+	MaxNameBytes           = 64
+	MaxDescriptionBytes    = 4 << 10
+	MaxVersionBytes        = 64
 	// MaxErrors bounds how many problems one error lists.
 	MaxErrors = 20
 )
@@ -246,10 +250,15 @@ func parseRules(n ast.Node, lines []string, probs *problems) []ruleSource {
 	}
 	var rules []ruleSource
 	ids := map[string]pos{}
+	total := 0
 	for _, item := range seq.Values {
 		r, ok := parseRule(item, lines, probs)
 		if !ok {
 			continue
+		}
+		if total += len(r.condition); total > MaxTotalConditionBytes {
+			probs.add(r.cond.pos, "conditions total over %d bytes, the limit for one policy", MaxTotalConditionBytes)
+			return nil
 		}
 		if prev, dup := ids[r.id]; dup {
 			probs.add(r.idPos, "rule id %q already used at line %d", r.id, prev.line)

@@ -106,6 +106,15 @@ func TestParseBounds(t *testing.T) {
 	if _, err := Parse("p.yaml", []byte(b.String())); err == nil || !strings.Contains(err.Error(), "over the limit of 512") {
 		t.Errorf("too many rules: %v", err)
 	}
+	b.Reset()
+	b.WriteString("name: a\nversion: 1\nrules:\n")
+	cond := strings.Repeat("true && ", 1000) + "true"
+	for i := 0; i < 10; i++ {
+		b.WriteString("  - {id: r" + strconv.Itoa(i) + ", severity: deny, condition: '" + cond + "'}\n")
+	}
+	if _, err := Parse("p.yaml", []byte(b.String())); err == nil || !strings.Contains(err.Error(), "conditions total over 65536 bytes") {
+		t.Errorf("too much CEL: %v", err)
+	}
 }
 
 func TestLoad(t *testing.T) {
