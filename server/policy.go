@@ -6,6 +6,8 @@ import (
 
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/core/policy"
+	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/training"
 )
 
 // BuiltinPolicies is the PolicyLoader of a production server: requests may
@@ -49,4 +51,11 @@ func packNames() string {
 		names = append(names, p.Name)
 	}
 	return strings.Join(names, ", ")
+}
+
+// TrainingSignals is the SignalsFunc of a production server: the run's
+// core/training record (mask, correctness against expect.stdout,
+// behaviour, resources, reward under the default reward spec).
+func TrainingSignals(r *receipt.Receipt, stdout []byte, expectStdout *string) (any, error) {
+	return training.Derive(r, training.Input{Stdout: stdout, Expect: training.Expect{Stdout: expectStdout}}), nil
 }

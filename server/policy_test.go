@@ -71,3 +71,34 @@ func TestDSSE(t *testing.T) {
 		t.Fatal("envelope verifies under another key")
 	}
 }
+
+func TestSignals(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.Signals = server.TrainingSignals })
+	type signals struct {
+		ReceiptID   string `json:"receipt_id"`
+		Mask        bool   `json:"mask"`
+		Correctness struct {
+			Checked bool `json:"checked"`
+			Passed  bool `json:"passed"`
+		} `json:"correctness"`
+	}
+	for _, tc := range []struct {
+		body            string
+		checked, passed bool
+	}{
+		{`{"code":"print(2+2)","expect":{"stdout":"4\n"}}`, true, true},
+		{`{"code":"print(2+2)","expect":{"stdout":"5\n"}}`, true, false},
+		{`{"code":"print(2+2)"}`, false, false},
+	} {
+		r := e.do("POST", "/run", "", []byte(tc.body))
+		var resp struct {
+			ID      string  `json:"id"`
+			Signals signals `json:"signals"`
+		}
+		r.json(t, &resp)
+		s := resp.Signals
+		if s.ReceiptID != resp.ID || s.Mask || s.Correctness.Checked != tc.checked || s.Correctness.Passed != tc.passed {
+			t.Errorf("%s: signals %+v", tc.body, s)
+		}
+	}
+}

@@ -10,10 +10,11 @@ import (
 	"glasshouse.dev/glasshouse/server"
 )
 
-// wireExtensions connects the optional parts: policies (core/policy), DSSE
-// signing (core/attest) and, once core/training exists, training signals.
+// wireExtensions connects the optional parts: policies (core/policy),
+// training signals (core/training) and DSSE signing (core/attest).
 func wireExtensions(cfg *server.Config, o options, log *slog.Logger) error {
 	cfg.Policies = server.BuiltinPolicies{}
+	cfg.Signals = server.TrainingSignals
 	if o.signingKey != "" {
 		key, err := attest.LoadPrivateKey(o.signingKey)
 		if err != nil {
