@@ -68,9 +68,10 @@ func BenchmarkSignals(b *testing.B) {
 	b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "receipts/s")
 }
 
-// BenchmarkDecodeBaseline is the cost of reading the same 10,000 receipts
-// from their stored bytes (receipt.Decode), which the CLI pays before
-// Derive: the baseline the signal figures compare with.
+// BenchmarkDecodeBaseline is the cost of reading the same receipts from
+// their stored bytes (receipt.Decode), which the CLI pays before Derive:
+// the baseline the signal figures compare with. Decoding is slow, so an
+// operation is 200 receipts, not 10,000; compare receipts/s.
 func BenchmarkDecodeBaseline(b *testing.B) {
 	rs := rollouts(b, 200)
 	docs := make([][]byte, len(rs))
@@ -83,11 +84,11 @@ func BenchmarkDecodeBaseline(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		for i := 0; i < batch; i++ {
-			if _, err := receipt.Decode(docs[i%len(docs)]); err != nil {
+		for _, d := range docs {
+			if _, err := receipt.Decode(d); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
-	b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "receipts/s")
+	b.ReportMetric(float64(len(docs)*b.N)/b.Elapsed().Seconds(), "receipts/s")
 }
