@@ -65,6 +65,16 @@ func TestSignals(t *testing.T) {
 		t.Fatalf("bad line: %d %s", code, errOut)
 	}
 
+	// --no-verify reads an edited receipt that verification rejects.
+	edited := filepath.Join(dir, "edited.json")
+	os.WriteFile(edited, bytes.Replace(mustRead(t, clean), []byte(`"duration_ms": 20`), []byte(`"duration_ms": 21`), 1), 0o644)
+	if code, _, errOut := runCLI(t, "signals", edited); code != exitFailure || !strings.Contains(errOut, "digest") {
+		t.Fatalf("edited receipt: %d %s", code, errOut)
+	}
+	if code, out, _ := runCLI(t, "signals", "--no-verify", edited); code != exitOK || decodeRecords(t, out)[0].Resources.DurationMS != 21 {
+		t.Fatalf("--no-verify: %d %s", code, out)
+	}
+
 	reward := filepath.Join(dir, "reward.yaml")
 	os.WriteFile(reward, []byte("version: 1\nweights:\n  network_attempts: -2\nclip: [-5, 5]\n"), 0o644)
 	code, out, _ = runCLI(t, "signals", "--reward", reward, netty)
