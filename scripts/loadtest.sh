@@ -117,8 +117,11 @@ rss = [(float(a) / 1000, float(b)) for a, b in (l.split() for l in open(f"{out}/
 # minutes the reference is taken after a quarter of the run (warm-up).
 ref_t = 60 if duration >= 120 else duration / 4
 ref = next((kb for t, kb in rss if t >= ref_t), rss[0][1] if rss else 0)
-end = rss[-1][1] if rss else 0
-peak = max((kb for _, kb in rss), default=0)
+# The end of the load; the samples after it cover fetching the receipts.
+load = [(t, kb) for t, kb in rss if t <= s["seconds"]] or rss
+end = load[-1][1] if load else 0
+peak = max((kb for _, kb in load), default=0)
+after = rss[-1][1] if rss else 0
 growth = (end - ref) / ref if ref else 0
 errors = sum(s["errors"].values()) + sum(b["errors"].get(k, 0) for b in (b1, b2) for k in b["errors"])
 verified_all = s["verified"] == s["requests"] and not s.get("verify_errors")
@@ -142,8 +145,8 @@ if srv_cpu:
           f"bare/server = {bare_cpu/srv_cpu:.2f}")
 with open("/proc/loadavg") as f:
     print(f"host    : load average {' '.join(f.read().split()[:3])} at the end (other work on the machine skews throughput)")
-print(f"memory  : VmRSS {ref/1024:.1f} MiB at {ref_t:.0f} s, {end/1024:.1f} MiB at the end, peak {peak/1024:.1f} MiB; "
-      f"growth {growth*100:+.1f}% ({'flat' if flat else 'GROWING'})")
+print(f"memory  : VmRSS {ref/1024:.1f} MiB at {ref_t:.0f} s, {end/1024:.1f} MiB at the end of the load, peak {peak/1024:.1f} MiB; "
+      f"growth {growth*100:+.1f}% ({'flat' if flat else 'GROWING'}); {after/1024:.1f} MiB after fetching every receipt")
 print(f"shutdown: SIGTERM exit code {server_rc}")
 ok = errors == 0 and verified_all and flat and server_rc == 0
 print("result  :", "PASS" if ok else "FAIL", f"(raw results in {out})")
