@@ -16,7 +16,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"glasshouse.dev/glasshouse/core/profiling"
@@ -81,9 +80,10 @@ func Open(cfg Config) (*Collector, error) {
 		return nil, fmt.Errorf("%w: the collector traces x86_64 syscalls; this is %s", ErrNotSupported, runtime.GOARCH)
 	}
 	start := time.Now()
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("%w: remove memlock limit: %v", ErrNotSupported, err)
-	}
+	// No rlimit.RemoveMemlock: the kernels the collector needs (5.17+)
+	// charge BPF memory to the memory cgroup, and importing cilium's rlimit
+	// package would run a BPF probe at init, before a PID 1 has mounted
+	// /proc.
 	spec, err := collector.LoadBPF()
 	if err != nil {
 		return nil, fmt.Errorf("parse collector object: %w", err)
