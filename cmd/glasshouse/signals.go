@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
 
 	"glasshouse.dev/glasshouse/core/receipt"
 	"glasshouse.dev/glasshouse/core/training"
@@ -61,12 +62,14 @@ func signalsCmd(args []string, stdout, stderr io.Writer) int {
 	defer w.Flush()
 	code := exitOK
 	for _, name := range fs.Args() {
-		rs, err := readReceipts(name, !f.noVerify)
-		for _, r := range rs {
-			if err := training.WriteJSONL(w, training.Derive(r, in)); err != nil {
-				fmt.Fprintf(stderr, "glasshouse signals: write: %s\n", oneLine(err.Error()))
-				return exitFailure
-			}
+		var werr error
+		err := eachReceipt(name, !f.noVerify, func(r *receipt.Receipt) error {
+			werr = training.WriteJSONL(w, training.Derive(r, in))
+			return werr
+		})
+		if werr != nil {
+			fmt.Fprintf(stderr, "glasshouse signals: write: %s\n", oneLine(werr.Error()))
+			return exitFailure
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "glasshouse signals: %s\n", oneLine(err.Error()))
@@ -130,41 +133,66 @@ func (f *signalsFlags) input(receipts int) (training.Input, error) {
 	return in, nil
 }
 
-// readReceipts reads a file of one stored receipt, or of compact receipts
-// one per line, verifying each unless verify is false. It returns the
-// receipts read before an error.
-func readReceipts(name string, verify bool) ([]*receipt.Receipt, error) {
-	doc, err := readReceiptFile(name)
+// eachReceipt reads a file of one stored receipt, or a stream of compact
+// receipts one per line (of any total size), verifying each unless verify
+// is false, and calls f on each in order. It stops at the first error.
+func eachReceipt(name string, verify bool, f func(*receipt.Receipt) error) error {
+	fh, err := os.Open(name)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	defer fh.Close()
 	decode := receipt.Decode
 	if !verify {
 		decode = receipt.Parse
 	}
-	if bytes.HasPrefix(doc, []byte("{\n")) {
+	br := bufio.NewReaderSize(fh, 1<<20)
+	if head, _ := br.Peek(2); bytes.Equal(head, []byte("{\n")) {
+		doc, err := io.ReadAll(io.LimitReader(br, receipt.MaxSize+1))
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if len(doc) > receipt.MaxSize {
+			return fmt.Errorf("%s: larger than the %d byte limit for receipts", name, receipt.MaxSize)
+		}
 		r, err := decode(doc)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		return []*receipt.Receipt{r}, nil
+		return f(r)
 	}
-	var out []*receipt.Receipt
-	for n, line := 1, doc; len(line) > 0; n++ {
-		var cur []byte
-		if i := bytes.IndexByte(line, '\n'); i >= 0 {
-			cur, line = line[:i+1], line[i+1:]
-		} else {
-			cur, line = line, nil
+	var line []byte
+	for n := 1; ; n++ {
+		line = line[:0]
+		for {
+			chunk, err := br.ReadSlice('\n')
+			if len(line)+len(chunk) > receipt.MaxSize {
+				return fmt.Errorf("%s:%d: line longer than the %d byte limit for receipts", name, n, receipt.MaxSize)
+			}
+			line = append(line, chunk...)
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err == io.EOF {
+				if len(bytes.TrimSpace(line)) == 0 {
+					return nil
+				}
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			break
 		}
-		if len(bytes.TrimSpace(cur)) == 0 {
+		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		r, err := decode(cur)
+		r, err := decode(line)
 		if err != nil {
-			return out, fmt.Errorf("%s:%d: %w", name, n, err)
+			return fmt.Errorf("%s:%d: %w", name, n, err)
 		}
-		out = append(out, r)
+		if err := f(r); err != nil {
+			return err
+		}
 	}
-	return out, nil
 }
