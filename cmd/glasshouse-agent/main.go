@@ -49,6 +49,7 @@ type options struct {
 	configFile, policyRef           string
 	listen, cgroupRoot, storeTenant string
 	roll, policyEvery, rescan       time.Duration
+	configPoll                      time.Duration
 	maxWorkloads, ringBytes         int
 	capFiles, capProcs, capNet      int
 	fileMax                         int64
@@ -62,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&o.selects, "select", "cgroups to observe (repeatable): all, /GLOB or glob:/GLOB, pod:UID, pod:*, container:ID, container:*")
 	fs.Var(&o.outputs, "output", "receipt sink (repeatable): stdout (NDJSON), file:PATH (NDJSON, rotated), store:DIR (the SQLite store glasshouse-server serves); default stdout")
 	fs.StringVar(&o.configFile, "config", "", "YAML file with select and policy, re-read on SIGHUP (its select replaces --select)")
+	fs.DurationVar(&o.configPoll, "config-poll", 0, "also re-read --config and policy files when they change, checking this often (0: only on SIGHUP; use in Kubernetes)")
 	fs.StringVar(&o.policyRef, "policy", "", "policies to evaluate live: pack names and files, comma separated (re-read on SIGHUP)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9464", "address of /health, /metrics and /workloads (empty disables)")
 	fs.StringVar(&o.cgroupRoot, "cgroup-root", "", "cgroup2 mount (default: detected from /proc/self/mountinfo)")
@@ -243,6 +245,18 @@ func serve(log *slog.Logger, o options, sel *agent.Selection, pol *policy.Policy
 		log.Info("http listening", "addr", ln.Addr().String())
 	}
 
+	reload := func(why string) {
+		sel, pol, err := loadReloadable(o)
+		if err != nil {
+			a.ReloadFailed()
+			log.Error("reload failed: keeping the current selection and policy", "trigger", why, "err", err)
+			return
+		}
+		if err := a.Reload(sel, pol); err != nil {
+			a.ReloadFailed()
+			log.Error("reload failed", "trigger", why, "err", err)
+		}
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -252,19 +266,22 @@ func serve(log *slog.Logger, o options, sel *agent.Selection, pol *policy.Policy
 			case <-ctx.Done():
 				return
 			case <-hup:
-				sel, pol, err := loadReloadable(o)
-				if err != nil {
-					a.ReloadFailed()
-					log.Error("reload failed: keeping the current selection and policy", "err", err)
-					continue
-				}
-				if err := a.Reload(sel, pol); err != nil {
-					a.ReloadFailed()
-					log.Error("reload failed", "err", err)
-				}
+				reload("SIGHUP")
 			}
 		}
 	}()
+	if o.configPoll > 0 {
+		go agent.WatchFiles(ctx, o.configPoll, func() []string {
+			paths := agent.PolicyFiles(o.policyRef)
+			if o.configFile != "" {
+				paths = append(paths, o.configFile)
+				if fc, err := agent.ReadFileConfig(o.configFile); err == nil {
+					paths = append(paths, agent.PolicyFiles(fc.Policy)...)
+				}
+			}
+			return paths
+		}, func() { reload("file change") })
+	}
 
 	log.Info("collector loaded", "load_ms", col.LoadTime().Milliseconds(), "socket_hooks", col.SocketHooks(), "cgroup_root", root)
 	return a.Run(ctx)
