@@ -141,8 +141,9 @@ bare_cpu = sum(b["cpu_seconds"] + b["children_cpu_seconds"] for b in (b1, b2)) /
 srv_cpu = s.get("server_cpu_seconds", 0) / max(1, s["ok"])
 cli_cpu = s["cpu_seconds"] / max(1, s["ok"])
 if srv_cpu:
-    print(f"cpu/run : bare {bare_cpu*1000:.1f} ms; server+workload {srv_cpu*1000:.1f} ms (load client {cli_cpu*1000:.1f} ms more); "
-          f"bare/server = {bare_cpu/srv_cpu:.2f}")
+    work_cpu = s.get("workload_cpu_seconds", 0) / max(1, s["ok"])
+    print(f"cpu/run : bare {bare_cpu*1000:.1f} ms; server {srv_cpu*1000:.1f} ms = workload {work_cpu*1000:.1f} + server process "
+          f"{(srv_cpu-work_cpu)*1000:.1f} (load client {cli_cpu*1000:.1f} ms more); bare/server = {bare_cpu/srv_cpu:.2f}")
 with open("/proc/loadavg") as f:
     print(f"host    : load average {' '.join(f.read().split()[:3])} at the end (other work on the machine skews throughput)")
 print(f"memory  : VmRSS {ref/1024:.1f} MiB at {ref_t:.0f} s, {end/1024:.1f} MiB at the end of the load, peak {peak/1024:.1f} MiB; "

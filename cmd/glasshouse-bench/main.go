@@ -57,6 +57,10 @@ type Summary struct {
 	// ServerCPUSeconds is the CPU time of the server process (--server-pid)
 	// and its waited-for children (the workloads) during the load.
 	ServerCPUSeconds float64 `json:"server_cpu_seconds,omitempty"`
+	// WorkloadCPUSeconds is the part of ServerCPUSeconds spent by the
+	// server's children (the workloads, with the eBPF work done in their
+	// context).
+	WorkloadCPUSeconds float64 `json:"workload_cpu_seconds,omitempty"`
 	// Verified counts receipts fetched back whose digest verified and
 	// matched the run's response; VerifyErrors says what went wrong with
 	// the others.
@@ -156,7 +160,7 @@ func run(ctx context.Context, c config) Summary {
 	}
 	perClient := make([][]result, c.clients)
 	selfBefore, childBefore := cpuTimes()
-	serverBefore := procCPU(c.serverPID)
+	serverBefore, workBefore := procCPU(c.serverPID)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range c.clients {
@@ -171,7 +175,7 @@ func run(ctx context.Context, c config) Summary {
 	wg.Wait()
 	elapsed := time.Since(start)
 	selfAfter, childAfter := cpuTimes()
-	serverAfter := procCPU(c.serverPID)
+	serverAfter, workAfter := procCPU(c.serverPID)
 
 	s := Summary{Mode: c.mode, Clients: c.clients, Errors: map[string]int{}, Failures: map[string]int{}, Profiling: map[string]int{}, Seconds: elapsed.Seconds()}
 	var lat []time.Duration
@@ -196,7 +200,7 @@ func run(ctx context.Context, c config) Summary {
 	}
 	s.Throughput = float64(s.OK) / elapsed.Seconds()
 	s.CPUSeconds, s.ChildrenCPUSeconds = selfAfter-selfBefore, childAfter-childBefore
-	s.ServerCPUSeconds = serverAfter - serverBefore
+	s.ServerCPUSeconds, s.WorkloadCPUSeconds = serverAfter-serverBefore, workAfter-workBefore
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		if len(lat) == 0 {
@@ -354,32 +358,32 @@ func cpuTimes() (self, children float64) {
 	return sec(&s), sec(&c)
 }
 
-// procCPU returns the user+system CPU seconds of pid and its waited-for
-// children from /proc/PID/stat, or 0.
-func procCPU(pid int) float64 {
+// procCPU returns the user+system CPU seconds of pid with its waited-for
+// children, and of those children alone, from /proc/PID/stat (zeros when
+// unknown).
+func procCPU(pid int) (total, children float64) {
 	if pid <= 0 {
-		return 0
+		return 0, 0
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	// After the command come state (field 3) ... utime (14), stime (15),
 	// cutime (16), cstime (17), in clock ticks (USER_HZ, 100 on Linux).
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 15 {
-		return 0
+		return 0, 0
 	}
-	var ticks int64
-	for _, v := range f[11:15] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		ticks += n
+	var ticks [4]int64
+	for j, v := range f[11:15] {
+		ticks[j], _ = strconv.ParseInt(v, 10, 64)
 	}
-	return float64(ticks) / 100
+	return float64(ticks[0]+ticks[1]+ticks[2]+ticks[3]) / 100, float64(ticks[2]+ticks[3]) / 100
 }
 
 func lookPath(name, path string) (string, error) {
