@@ -64,7 +64,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.python, "python", "", "run Python code from FILE ('-' for stdin) instead of a command")
 	fs.StringVar(&f.receipt, "receipt", "", "write the receipt to FILE (default receipt.json when profiling)")
 	fs.Var(&f.profile, "profile", "observe the run: --profile (best-effort) or --profile=required")
-	fs.StringVar(&f.policy, "policy", "", "evaluate a policy file or built-in pack over the receipt")
+	fs.StringVar(&f.policy, "policy", "", "evaluate a policy file or built-in pack over the receipt and print the verdict; the exit code stays the workload's (gate on verdicts with 'glasshouse policy check')")
 	fs.StringVar(&f.sign, "sign", "", "sign the receipt with the ed25519 private key in FILE, writing RECEIPT.dsse.json beside it")
 	fs.BoolVar(&f.verbose, "verbose", false, "log what the engine does to stderr")
 	if help, err := parseFlags(fs, args, stdout); help || err != nil {
@@ -273,7 +273,22 @@ func (f *runFlags) execute(spec execution.Spec, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "glasshouse: receipt %s (failure=%s profiling=%s)\n", receiptPath, r.Outcome.Failure, r.Profiling.Status)
 	}
+	if p := r.Policy; p != nil {
+		fmt.Fprintf(stderr, "glasshouse: policy %s: %s%s\n", p.Name, p.Verdict, violationSummary(p.Violations))
+	}
 	return exitCode(r, stderr)
+}
+
+// violationSummary lists the rules that matched, for one line of output.
+func violationSummary(vs []receipt.Violation) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	rules := make([]string, len(vs))
+	for i, v := range vs {
+		rules[i] = v.Rule
+	}
+	return fmt.Sprintf(" (%d violations: %s)", len(vs), strings.Join(rules, ", "))
 }
 
 // runError maps an engine error (no receipt) to an exit code.
