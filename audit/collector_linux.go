@@ -134,6 +134,7 @@ func (c *Collector) attach(cgroupRoot string) error {
 		{"sched_process_fork", c.objs.GhFork},
 		{"sched_process_exec", c.objs.GhExec},
 		{"sched_process_exit", c.objs.GhExit},
+		{"inet_sock_set_state", c.objs.GhSockState},
 		{"sys_exit", c.objs.GhSysExit},
 		{"sys_enter", c.objs.GhSysEnter},
 	}
@@ -249,7 +250,7 @@ func (c *Collector) Stats() Stats {
 
 func (c *Collector) recursionMisses() uint64 {
 	var n uint64
-	for _, p := range []*ebpf.Program{c.objs.GhSysEnter, c.objs.GhSysExit, c.objs.GhFork, c.objs.GhExec, c.objs.GhExit} {
+	for _, p := range []*ebpf.Program{c.objs.GhSysEnter, c.objs.GhSysExit, c.objs.GhFork, c.objs.GhExec, c.objs.GhExit, c.objs.GhSockState} {
 		if p == nil {
 			continue
 		}

@@ -352,7 +352,8 @@ func TestCapabilities(t *testing.T) {
 // sees nothing, and the receipt records the denied connect.
 func TestNetworkNoneDeniesAndRecords(t *testing.T) {
 	f := setup(t)
-	python := testenv.RequireBinary(t, "python3")
+	testenv.RequireBinary(t, "python3")
+	python := "/usr/bin/python3"
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -414,5 +415,46 @@ except PermissionError as e:
 	}
 	if !found {
 		t.Errorf("network section %+v lacks the denied connect %+v", nets, want)
+	}
+}
+
+// A non-blocking connect returns EINPROGRESS; the receipt records how the
+// handshake ended instead.
+func TestNonBlockingConnectOutcome(t *testing.T) {
+	f := setup(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	open := ln.Addr().(*net.TCPAddr).Port
+	closed := freePort(t, "tcp")
+	rec, rep := observe(t, f.coll, f, "nbconnect", fmt.Sprint(open), fmt.Sprint(closed))
+	if rep.Dropped != 0 {
+		t.Fatalf("dropped %d", rep.Dropped)
+	}
+	want := map[int64]string{int64(open): "", int64(closed): "ECONNREFUSED"}
+	got := map[int64]string{}
+	for _, ev := range rec.events {
+		if ev.Kind == profiling.KindNet && ev.Op == receipt.NetConnect {
+			if _, dup := got[ev.Port]; dup {
+				t.Errorf("connect to port %d reported twice", ev.Port)
+			}
+			got[ev.Port] = ev.Errno
+		}
+	}
+	for port, errno := range want {
+		if e, ok := got[port]; !ok || e != errno {
+			t.Errorf("connect to port %d: errno %q (reported %v), want %q", port, e, ok, errno)
+		}
 	}
 }

@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -381,5 +383,60 @@ func TestGoldenReceipts(t *testing.T) {
 			checkClean(t, r, noiseDir)
 			checkGolden(t, c.name, normalize(r, f.tester, port))
 		})
+	}
+}
+
+// The newcomer's view: a Python urllib request gives a receipt that shows
+// the connection and the files Python opened.
+func TestPythonURLLibReceipt(t *testing.T) {
+	f := setup(t)
+	testenv.RequireBinary(t, "python3")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hello") })}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	code := fmt.Sprintf("import urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:%d/', timeout=10).read().decode())\n", port)
+	run, err := f.engine.Run(ctx, execution.Spec{
+		Command: []string{"python3", "-c", code}, // found on the backend's own PATH
+		Profile: profiling.Required,
+		Limits:  execution.Limits{Network: execution.NetworkLoopback},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := run.Receipt
+	if string(run.Result.Stdout) != "hello\n" {
+		t.Fatalf("python printed %q (stderr %q)", run.Result.Stdout, run.Result.Stderr)
+	}
+	if r.Profiling.Status != receipt.StatusComplete || r.Profiling.Dropped != 0 {
+		t.Errorf("profiling %+v", r.Profiling)
+	}
+	connected := false
+	for _, n := range r.Network {
+		if n.Op == receipt.NetConnect && n.Address == "127.0.0.1" && n.Port == int64(port) && n.Protocol == receipt.ProtoTCP && n.OK {
+			connected = true
+		}
+	}
+	if !connected {
+		t.Errorf("no successful connect to 127.0.0.1:%d in %+v", port, r.Network)
+	}
+	var sawModule, sawExec bool
+	for _, fl := range r.Files {
+		// Python reads the module's cached bytecode, not its source.
+		if fl.Op == receipt.OpRead && strings.Contains(fl.Path, "/urllib/") && strings.Contains(fl.Path, "request.") && strings.HasPrefix(fl.Path, "/") {
+			sawModule = true
+		}
+		if fl.Op == receipt.OpExec && strings.Contains(fl.Path, "python3") {
+			sawExec = true
+		}
+	}
+	if !sawModule || !sawExec {
+		t.Errorf("files lack the python exec (%v) or urllib/request (%v)", sawExec, sawModule)
 	}
 }

@@ -42,6 +42,11 @@ const struct gh_target *unused_target __attribute__((unused));
 #define S_IFSOCK 0140000
 #define S_IFREG 0100000
 #define TS_COMPAT 0x0002
+#define SOCK_STREAM 1
+#define EINPROGRESS 115
+#define ECONNABORTED 103
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
 
 /* x86_64 syscall numbers. */
 #define NR_open 2
@@ -632,6 +637,139 @@ static __always_inline void inflight_addr(struct gh_event *h, const struct infli
 	h->flags |= GH_F_ADDR | GH_F_ADDR_KERNEL;
 }
 
+/* ---- non-blocking TCP connects ------------------------------------------ */
+
+/*
+ * A non-blocking connect returns EINPROGRESS; its outcome is known only
+ * when the handshake ends (inet_sock_set_state leaving SYN_SENT). The
+ * entry is created at sys_enter, before the SYN can leave, so no outcome
+ * is missed; phase settles who reports it:
+ *   PC_SYSCALL   the connect syscall is running; its exit reports
+ *   PC_DEFERRED  the syscall returned EINPROGRESS and stored its record;
+ *                the state change reports, with the real result
+ *   PC_DONE      the handshake ended while the syscall was still running;
+ *                the exit reports that result instead of EINPROGRESS
+ */
+enum { PC_SYSCALL = 0, PC_DEFERRED = 1, PC_DONE = 2 };
+
+struct pending_connect {
+	struct gh_event ev;
+	__u32 slot[GH_MAX_SESS];
+	__u32 phase;
+	__s32 result;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct pending_connect);
+} pending_connects SEC(".maps");
+
+/* An all-zero value to insert from (the stack has no room for one). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pending_connect);
+} pending_zero SEC(".maps");
+
+static __always_inline __u64 stream_sock(struct task_struct *task, long fd)
+{
+	struct socket *s = fd_socket(task, fd);
+	if (!s || BPF_CORE_READ(s, type) != SOCK_STREAM)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(s, sk);
+	if (!sk)
+		return 0;
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (fam != AF_INET && fam != AF_INET6)
+		return 0;
+	return (__u64)sk;
+}
+
+static __always_inline void track_connect(long fd)
+{
+	__u64 key = stream_sock((struct task_struct *)bpf_get_current_task(), fd);
+	__u32 zero = 0;
+	struct pending_connect *z = bpf_map_lookup_elem(&pending_zero, &zero);
+	if (key && z)
+		bpf_map_update_elem(&pending_connects, &key, z, BPF_ANY);
+}
+
+/* Returns 1 when the record is deferred to the end of the handshake. */
+static __always_inline int finish_connect(struct evbuf *b, const struct match *m, struct task_struct *task, long fd, long ret)
+{
+	__u64 key = stream_sock(task, fd);
+	if (!key)
+		return 0;
+	struct pending_connect *pc = bpf_map_lookup_elem(&pending_connects, &key);
+	if (!pc)
+		return 0;
+	struct gh_event *h = (struct gh_event *)b->data;
+	if (ret != -EINPROGRESS) {
+		bpf_map_delete_elem(&pending_connects, &key);
+		return 0;
+	}
+	__builtin_memcpy(&pc->ev, h, sizeof(struct gh_event));
+	for (int i = 0; i < GH_MAX_SESS; i++)
+		pc->slot[i] = m->slot[i];
+	if (__sync_val_compare_and_swap(&pc->phase, PC_SYSCALL, PC_DEFERRED) == PC_SYSCALL)
+		return 1;
+	h->ret = pc->result;
+	bpf_map_delete_elem(&pending_connects, &key);
+	return 0;
+}
+
+SEC("raw_tracepoint/inet_sock_set_state")
+int gh_sock_state(struct bpf_raw_tracepoint_args *ctx)
+{
+	if ((int)ctx->args[1] != TCP_SYN_SENT)
+		return 0;
+	__u64 key = ctx->args[0];
+	struct pending_connect *pc = bpf_map_lookup_elem(&pending_connects, &key);
+	if (!pc)
+		return 0;
+	__s32 result = 0;
+	if ((int)ctx->args[2] != TCP_ESTABLISHED) {
+		struct sock *sk = (struct sock *)key;
+		int err = BPF_CORE_READ(sk, sk_err);
+		/* No error: the socket was closed before the handshake ended. */
+		result = err > 0 ? -err : -ECONNABORTED;
+	}
+	pc->result = result;
+	if (__sync_val_compare_and_swap(&pc->phase, PC_SYSCALL, PC_DONE) == PC_SYSCALL)
+		return 0;
+	/* Deferred: report it, if this run wins the entry. This may run in
+	 * softirq context, so it writes to the ring directly, not through the
+	 * per-CPU assembly buffer an interrupted program may be using. */
+	struct gh_event *e = bpf_ringbuf_reserve(&events, sizeof(struct gh_event), 0);
+	if (!e) {
+		if (bpf_map_delete_elem(&pending_connects, &key) == 0) {
+			__u32 global = GLOBAL_SLOT;
+			count_drop(global);
+			for (int i = 0; i < GH_MAX_SESS; i++) {
+				if (i >= pc->ev.nsess)
+					break;
+				count_drop(pc->slot[i]);
+			}
+		}
+		return 0;
+	}
+	__builtin_memcpy(e, &pc->ev, sizeof(struct gh_event));
+	if (bpf_map_delete_elem(&pending_connects, &key)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	e->ret = result;
+	e->ktime = bpf_ktime_get_ns();
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+	return 0;
+}
+
 /* ---- syscalls ---------------------------------------------------------- */
 
 static __always_inline int traced64(long nr)
@@ -720,8 +858,12 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	in.args[4] = regs.r8;
 	in.args[5] = regs.r9;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY))
+	if (bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY)) {
 		drop_all(&in.m);
+		return 0;
+	}
+	if (nr == NR_connect)
+		track_connect(in.args[0]);
 	return 0;
 }
 
@@ -951,6 +1093,8 @@ int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	case NR_connect: case NR_bind: case NR_listen: case NR_accept: case NR_accept4:
 	case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
 		emit = exit_net(b, &p, task, in, ret);
+		if (emit && nr == NR_connect && finish_connect(b, &in->m, task, in->args[0], ret))
+			emit = 0;
 		break;
 	case NR_io_uring_setup:
 		break;

@@ -17,12 +17,14 @@
  *   tester forkexec N    N fork+exec of "tester chain 0" (benchmarks)
  *   tester iouring       create an io_uring instance (its operations bypass syscalls)
  *   tester int80         make a 32-bit open() through int 0x80
+ *   tester nbconnect P Q non-blocking connects to 127.0.0.1:P (listening) and :Q (closed)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,6 +262,26 @@ static int forkexec(int n)
 	return 0;
 }
 
+/* Connects without blocking and waits for the outcome; prints it. */
+static void nbconnect1(int port)
+{
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	must(c >= 0, "socket");
+	struct sockaddr_in a = v4("127.0.0.1", port);
+	int r = connect(c, (struct sockaddr *)&a, sizeof(a));
+	if (r < 0 && errno == EINPROGRESS) {
+		struct pollfd p = {.fd = c, .events = POLLOUT};
+		poll(&p, 1, 5000);
+		int err = 0;
+		socklen_t n = sizeof(err);
+		getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &n);
+		printf("%d %s\n", port, err ? strerror(err) : "connected");
+	} else {
+		printf("%d immediate %s\n", port, r == 0 ? "connected" : strerror(errno));
+	}
+	close(c);
+}
+
 static int iouring(void)
 {
 	unsigned char params[120]; /* struct io_uring_params */
@@ -313,6 +335,11 @@ int main(int argc, char **argv)
 		return spin(argc > 2 ? atol(argv[2]) : 0);
 	if (!strcmp(cmd, "forkexec"))
 		return forkexec(n);
+	if (!strcmp(cmd, "nbconnect") && argc > 3) {
+		nbconnect1(n);
+		nbconnect1(atoi(argv[3]));
+		return 0;
+	}
 	if (!strcmp(cmd, "iouring"))
 		return iouring();
 	if (!strcmp(cmd, "int80"))

@@ -84,35 +84,46 @@ type BPFPathbuf struct {
 	Buf [8192]uint8
 }
 
+type BPFPendingConnect struct {
+	_      structs.HostLayout
+	Ev     BPFGhEvent
+	Slot   [4]uint32
+	Phase  uint32
+	Result int32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BPFMapCompatSeen   = "compat_seen"
-	BPFMapDrops        = "drops"
-	BPFMapEvbufs       = "evbufs"
-	BPFMapEvents       = "events"
-	BPFMapInflight     = "inflight"
-	BPFMapMatchCache   = "match_cache"
-	BPFMapPathbufs     = "pathbufs"
-	BPFMapTargets      = "targets"
-	BPFMapTargetsGen   = "targets_gen"
-	BPFProgGhBind4     = "gh_bind4"
-	BPFProgGhBind6     = "gh_bind6"
-	BPFProgGhConnect4  = "gh_connect4"
-	BPFProgGhConnect6  = "gh_connect6"
-	BPFProgGhExec      = "gh_exec"
-	BPFProgGhExit      = "gh_exit"
-	BPFProgGhFork      = "gh_fork"
-	BPFProgGhMarker    = "gh_marker"
-	BPFProgGhSendmsg4  = "gh_sendmsg4"
-	BPFProgGhSendmsg6  = "gh_sendmsg6"
-	BPFProgGhSysEnter  = "gh_sys_enter"
-	BPFProgGhSysExit   = "gh_sys_exit"
-	BPFVarGhPathEnd    = "gh_path_end"
-	BPFVarUnusedEvent  = "unused_event"
-	BPFVarUnusedTarget = "unused_target"
-	BPFVarWakeBytes    = "wake_bytes"
+	BPFMapCompatSeen      = "compat_seen"
+	BPFMapDrops           = "drops"
+	BPFMapEvbufs          = "evbufs"
+	BPFMapEvents          = "events"
+	BPFMapInflight        = "inflight"
+	BPFMapMatchCache      = "match_cache"
+	BPFMapPathbufs        = "pathbufs"
+	BPFMapPendingConnects = "pending_connects"
+	BPFMapPendingZero     = "pending_zero"
+	BPFMapTargets         = "targets"
+	BPFMapTargetsGen      = "targets_gen"
+	BPFProgGhBind4        = "gh_bind4"
+	BPFProgGhBind6        = "gh_bind6"
+	BPFProgGhConnect4     = "gh_connect4"
+	BPFProgGhConnect6     = "gh_connect6"
+	BPFProgGhExec         = "gh_exec"
+	BPFProgGhExit         = "gh_exit"
+	BPFProgGhFork         = "gh_fork"
+	BPFProgGhMarker       = "gh_marker"
+	BPFProgGhSendmsg4     = "gh_sendmsg4"
+	BPFProgGhSendmsg6     = "gh_sendmsg6"
+	BPFProgGhSockState    = "gh_sock_state"
+	BPFProgGhSysEnter     = "gh_sys_enter"
+	BPFProgGhSysExit      = "gh_sys_exit"
+	BPFVarGhPathEnd       = "gh_path_end"
+	BPFVarUnusedEvent     = "unused_event"
+	BPFVarUnusedTarget    = "unused_target"
+	BPFVarWakeBytes       = "wake_bytes"
 )
 
 // LoadBPF returns the embedded CollectionSpec for BPF.
@@ -157,33 +168,36 @@ type BPFSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BPFProgramSpecs struct {
-	GhBind4    *ebpf.ProgramSpec `ebpf:"gh_bind4"`
-	GhBind6    *ebpf.ProgramSpec `ebpf:"gh_bind6"`
-	GhConnect4 *ebpf.ProgramSpec `ebpf:"gh_connect4"`
-	GhConnect6 *ebpf.ProgramSpec `ebpf:"gh_connect6"`
-	GhExec     *ebpf.ProgramSpec `ebpf:"gh_exec"`
-	GhExit     *ebpf.ProgramSpec `ebpf:"gh_exit"`
-	GhFork     *ebpf.ProgramSpec `ebpf:"gh_fork"`
-	GhMarker   *ebpf.ProgramSpec `ebpf:"gh_marker"`
-	GhSendmsg4 *ebpf.ProgramSpec `ebpf:"gh_sendmsg4"`
-	GhSendmsg6 *ebpf.ProgramSpec `ebpf:"gh_sendmsg6"`
-	GhSysEnter *ebpf.ProgramSpec `ebpf:"gh_sys_enter"`
-	GhSysExit  *ebpf.ProgramSpec `ebpf:"gh_sys_exit"`
+	GhBind4     *ebpf.ProgramSpec `ebpf:"gh_bind4"`
+	GhBind6     *ebpf.ProgramSpec `ebpf:"gh_bind6"`
+	GhConnect4  *ebpf.ProgramSpec `ebpf:"gh_connect4"`
+	GhConnect6  *ebpf.ProgramSpec `ebpf:"gh_connect6"`
+	GhExec      *ebpf.ProgramSpec `ebpf:"gh_exec"`
+	GhExit      *ebpf.ProgramSpec `ebpf:"gh_exit"`
+	GhFork      *ebpf.ProgramSpec `ebpf:"gh_fork"`
+	GhMarker    *ebpf.ProgramSpec `ebpf:"gh_marker"`
+	GhSendmsg4  *ebpf.ProgramSpec `ebpf:"gh_sendmsg4"`
+	GhSendmsg6  *ebpf.ProgramSpec `ebpf:"gh_sendmsg6"`
+	GhSockState *ebpf.ProgramSpec `ebpf:"gh_sock_state"`
+	GhSysEnter  *ebpf.ProgramSpec `ebpf:"gh_sys_enter"`
+	GhSysExit   *ebpf.ProgramSpec `ebpf:"gh_sys_exit"`
 }
 
 // BPFMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BPFMapSpecs struct {
-	CompatSeen *ebpf.MapSpec `ebpf:"compat_seen"`
-	Drops      *ebpf.MapSpec `ebpf:"drops"`
-	Evbufs     *ebpf.MapSpec `ebpf:"evbufs"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
-	MatchCache *ebpf.MapSpec `ebpf:"match_cache"`
-	Pathbufs   *ebpf.MapSpec `ebpf:"pathbufs"`
-	Targets    *ebpf.MapSpec `ebpf:"targets"`
-	TargetsGen *ebpf.MapSpec `ebpf:"targets_gen"`
+	CompatSeen      *ebpf.MapSpec `ebpf:"compat_seen"`
+	Drops           *ebpf.MapSpec `ebpf:"drops"`
+	Evbufs          *ebpf.MapSpec `ebpf:"evbufs"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
+	MatchCache      *ebpf.MapSpec `ebpf:"match_cache"`
+	Pathbufs        *ebpf.MapSpec `ebpf:"pathbufs"`
+	PendingConnects *ebpf.MapSpec `ebpf:"pending_connects"`
+	PendingZero     *ebpf.MapSpec `ebpf:"pending_zero"`
+	Targets         *ebpf.MapSpec `ebpf:"targets"`
+	TargetsGen      *ebpf.MapSpec `ebpf:"targets_gen"`
 }
 
 // BPFVariableSpecs contains global variables before they are loaded into the kernel.
@@ -216,15 +230,17 @@ func (o *BPFObjects) Close() error {
 //
 // It can be passed to LoadBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BPFMaps struct {
-	CompatSeen *ebpf.Map `ebpf:"compat_seen"`
-	Drops      *ebpf.Map `ebpf:"drops"`
-	Evbufs     *ebpf.Map `ebpf:"evbufs"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Inflight   *ebpf.Map `ebpf:"inflight"`
-	MatchCache *ebpf.Map `ebpf:"match_cache"`
-	Pathbufs   *ebpf.Map `ebpf:"pathbufs"`
-	Targets    *ebpf.Map `ebpf:"targets"`
-	TargetsGen *ebpf.Map `ebpf:"targets_gen"`
+	CompatSeen      *ebpf.Map `ebpf:"compat_seen"`
+	Drops           *ebpf.Map `ebpf:"drops"`
+	Evbufs          *ebpf.Map `ebpf:"evbufs"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Inflight        *ebpf.Map `ebpf:"inflight"`
+	MatchCache      *ebpf.Map `ebpf:"match_cache"`
+	Pathbufs        *ebpf.Map `ebpf:"pathbufs"`
+	PendingConnects *ebpf.Map `ebpf:"pending_connects"`
+	PendingZero     *ebpf.Map `ebpf:"pending_zero"`
+	Targets         *ebpf.Map `ebpf:"targets"`
+	TargetsGen      *ebpf.Map `ebpf:"targets_gen"`
 }
 
 func (m *BPFMaps) Close() error {
@@ -236,6 +252,8 @@ func (m *BPFMaps) Close() error {
 		m.Inflight,
 		m.MatchCache,
 		m.Pathbufs,
+		m.PendingConnects,
+		m.PendingZero,
 		m.Targets,
 		m.TargetsGen,
 	)
@@ -255,18 +273,19 @@ type BPFVariables struct {
 //
 // It can be passed to LoadBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BPFPrograms struct {
-	GhBind4    *ebpf.Program `ebpf:"gh_bind4"`
-	GhBind6    *ebpf.Program `ebpf:"gh_bind6"`
-	GhConnect4 *ebpf.Program `ebpf:"gh_connect4"`
-	GhConnect6 *ebpf.Program `ebpf:"gh_connect6"`
-	GhExec     *ebpf.Program `ebpf:"gh_exec"`
-	GhExit     *ebpf.Program `ebpf:"gh_exit"`
-	GhFork     *ebpf.Program `ebpf:"gh_fork"`
-	GhMarker   *ebpf.Program `ebpf:"gh_marker"`
-	GhSendmsg4 *ebpf.Program `ebpf:"gh_sendmsg4"`
-	GhSendmsg6 *ebpf.Program `ebpf:"gh_sendmsg6"`
-	GhSysEnter *ebpf.Program `ebpf:"gh_sys_enter"`
-	GhSysExit  *ebpf.Program `ebpf:"gh_sys_exit"`
+	GhBind4     *ebpf.Program `ebpf:"gh_bind4"`
+	GhBind6     *ebpf.Program `ebpf:"gh_bind6"`
+	GhConnect4  *ebpf.Program `ebpf:"gh_connect4"`
+	GhConnect6  *ebpf.Program `ebpf:"gh_connect6"`
+	GhExec      *ebpf.Program `ebpf:"gh_exec"`
+	GhExit      *ebpf.Program `ebpf:"gh_exit"`
+	GhFork      *ebpf.Program `ebpf:"gh_fork"`
+	GhMarker    *ebpf.Program `ebpf:"gh_marker"`
+	GhSendmsg4  *ebpf.Program `ebpf:"gh_sendmsg4"`
+	GhSendmsg6  *ebpf.Program `ebpf:"gh_sendmsg6"`
+	GhSockState *ebpf.Program `ebpf:"gh_sock_state"`
+	GhSysEnter  *ebpf.Program `ebpf:"gh_sys_enter"`
+	GhSysExit   *ebpf.Program `ebpf:"gh_sys_exit"`
 }
 
 func (p *BPFPrograms) Close() error {
@@ -281,6 +300,7 @@ func (p *BPFPrograms) Close() error {
 		p.GhMarker,
 		p.GhSendmsg4,
 		p.GhSendmsg6,
+		p.GhSockState,
 		p.GhSysEnter,
 		p.GhSysExit,
 	)
