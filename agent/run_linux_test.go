@@ -124,7 +124,7 @@ func (s *syncBuffer) String() string {
 }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	root   string
 	ctl    *fakeController
 	sink   *memSink
@@ -134,7 +134,7 @@ type harness struct {
 	done   chan error
 }
 
-func startHarness(t *testing.T, selectors []string, pol string, mod func(*Config)) *harness {
+func startHarness(t testing.TB, selectors []string, pol string, mod func(*Config)) *harness {
 	t.Helper()
 	root := t.TempDir()
 	sel, err := ParseSelection(selectors)
@@ -242,7 +242,7 @@ func (h *harness) nextReceipt() *receipt.Receipt {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
