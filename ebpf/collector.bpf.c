@@ -318,8 +318,10 @@ const volatile __u64 wake_bytes = 1 << 20;
 
 static __always_inline void submit(struct evbuf *b, __u32 size, const struct match *m)
 {
-	if (size > GH_EVBUF)
-		size = GH_EVBUF;
+	/* Records never exceed GH_STR_AREA_END + GH_STR_MAX bytes; the mask
+	 * (kept by the empty asm) bounds size for older verifiers. */
+	asm volatile("" : "+r"(size));
+	size &= GH_EVBUF - 1;
 	if (size < sizeof(struct gh_event))
 		size = sizeof(struct gh_event);
 	__u64 flags = BPF_RB_NO_WAKEUP;
