@@ -51,6 +51,7 @@ type options struct {
 	roll, policyEvery, rescan       time.Duration
 	configPoll                      time.Duration
 	maxWorkloads, ringBytes         int
+	maxWatches                      int
 	capFiles, capProcs, capNet      int
 	fileMax                         int64
 	storeSync                       string
@@ -73,6 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.policyEvery, "policy-interval", agent.DefaultPolicyInterval, "how often workloads with new events are evaluated live")
 	fs.DurationVar(&o.rescan, "rescan-interval", agent.DefaultRescanInterval, "full cgroup tree rescan interval (safety net behind inotify)")
 	fs.IntVar(&o.maxWorkloads, "max-workloads", agent.DefaultMaxWorkloads, "workloads observed at once")
+	fs.IntVar(&o.maxWatches, "max-watches", agent.DefaultMaxWatches, "cgroup directories watched with inotify (beyond: found by rescans)")
 	fs.IntVar(&o.ringBytes, "ring-bytes", audit.DefaultRingBytes, "collector ring buffer size (power of two)")
 	fs.IntVar(&o.capFiles, "max-files", receipt.DefaultCaps.Files, "distinct file entries per receipt (more are counted as omitted)")
 	fs.IntVar(&o.capProcs, "max-processes", receipt.DefaultCaps.Processes, "processes per receipt")
@@ -219,6 +221,7 @@ func serve(log *slog.Logger, o options, sel *agent.Selection, pol *policy.Policy
 		PolicyInterval: o.policyEvery,
 		RescanInterval: o.rescan,
 		MaxWorkloads:   o.maxWorkloads,
+		MaxWatches:     o.maxWatches,
 		Caps:           receipt.Caps{Files: o.capFiles, Processes: o.capProcs, Network: o.capNet},
 		Logger:         log,
 	})
