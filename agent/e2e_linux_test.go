@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,16 +42,38 @@ func requireCollector(t *testing.T) string {
 	return layout.Unified
 }
 
-// buildAgent builds cmd/glasshouse-agent into a temporary directory.
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// buildAgent builds cmd/glasshouse-agent once per test binary.
 func buildAgent(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "glasshouse-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "glasshouse.dev/glasshouse/cmd/glasshouse-agent")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("build glasshouse-agent: %v", err)
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "glasshouse-agent-e2e")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "glasshouse-agent")
+		cmd := exec.Command("go", "build", "-o", builtBin, "glasshouse.dev/glasshouse/cmd/glasshouse-agent")
+		cmd.Stderr = os.Stderr
+		buildErr = cmd.Run()
+	})
+	if buildErr != nil {
+		t.Fatalf("build glasshouse-agent: %v", buildErr)
 	}
-	return bin
+	return builtBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtBin != "" {
+		os.RemoveAll(filepath.Dir(builtBin))
+	}
+	os.Exit(code)
 }
 
 func freePort(t *testing.T) string {
@@ -413,6 +436,51 @@ func TestE2EAgent(t *testing.T) {
 		if !strings.Contains(metrics.String(), m) {
 			t.Errorf("metrics lack %q", m)
 		}
+	}
+	p.stop(t)
+}
+
+func (p *agentProc) health(t *testing.T) map[string]any {
+	t.Helper()
+	resp, err := http.Get("http://" + p.addr + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// TestE2EReload checks that SIGHUP re-reads the config file, and that a
+// bad file leaves the running selection and policy in place.
+func TestE2EReload(t *testing.T) {
+	requireCollector(t)
+	bin := buildAgent(t)
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("select: [\"/gh-e2e-none/*\"]\npolicy: no-network\n")
+	p := startAgent(t, bin, "--config", cfg)
+	if h := p.health(t); h["policy"] != "no-network" {
+		t.Fatalf("health %v", h)
+	}
+	write("select: [\"/gh-e2e-other/*\"]\npolicy: no-subprocess,no-network\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "reload", 5*time.Second, func() bool { return p.health(t)["policy"] == "no-subprocess,no-network" })
+	if sel := fmt.Sprint(p.health(t)["select"]); sel != "[glob:/gh-e2e-other/*]" {
+		t.Fatalf("select after reload %s", sel)
+	}
+	write("select: [\"pod:not-a-uid\"]\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "failed reload logged", 5*time.Second, func() bool { return strings.Contains(p.logs(), "reload failed") })
+	if h := p.health(t); h["policy"] != "no-subprocess,no-network" {
+		t.Fatalf("a bad config replaced the running one: %v", h)
 	}
 	p.stop(t)
 }
