@@ -42,8 +42,13 @@ trap cleanup EXIT
 echo "== building"
 (cd "$ROOT" && go build -o "$WORK/glasshouse-agent" ./cmd/glasshouse-agent && go build -o "$WORK/soakload" ./agent/internal/soakload)
 
+# http_get URL: the body, or failure (python3 instead of curl, which a fresh
+# machine may lack).
+http_get() {
+	python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1" 2> /dev/null
+}
 metric() { # metric NAME -> value (0 if absent)
-	curl -fsS "http://127.0.0.1:$PORT/metrics" | awk -v n="$1" '$1 == n { print $2; found=1 } END { if (!found) print 0 }'
+	http_get "http://127.0.0.1:$PORT/metrics" | awk -v n="$1" '$1 == n { print $2; found=1 } END { if (!found) print 0 }'
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
@@ -61,18 +66,18 @@ echo "== starting the agent (selector /$PARENT/*)"
 "$WORK/glasshouse-agent" --select "/$PARENT/*" --policy no-network --roll-interval 10s \
 	--output "file:$WORK/receipts.ndjson" --listen "127.0.0.1:$PORT" --log-level warn 2> "$WORK/agent.log" &
 AGENT_PID=$!
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/health" > /dev/null 2>&1 && break; sleep 0.1; done
-curl -fsS "http://127.0.0.1:$PORT/health" > /dev/null
+for _ in $(seq 100); do http_get "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 0.1; done
+http_get "http://127.0.0.1:$PORT/health" > /dev/null
 
 mkdir "$CGDIR"
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/workloads" | grep -q "/$PARENT/load" && break; sleep 0.05; done
+for _ in $(seq 100); do http_get "http://127.0.0.1:$PORT/workloads" | grep -q "/$PARENT/load" && break; sleep 0.05; done
 echo "== observed: workload as fast as it can, 5 s"
 OBSERVED=$(run_load 5 0 | awk '{ print $6 }')
 rmdir "$CGDIR"
 sleep 1
 
 mkdir "$CGDIR"
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/workloads" | grep -q "/$PARENT/load" && break; sleep 0.05; done
+for _ in $(seq 100); do http_get "http://127.0.0.1:$PORT/workloads" | grep -q "/$PARENT/load" && break; sleep 0.05; done
 EV0=$(metric glasshouse_agent_events_total)
 DR0=$(metric glasshouse_agent_dropped_events_total)
 CPU0=$(cpu_ticks "$AGENT_PID")
