@@ -303,7 +303,11 @@ func TestPoolRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	began := time.Now()
 	for i := 0; i < runs; i++ {
+		if i%10 == 0 {
+			t.Logf("run %d after %s: %+v", i, time.Since(began).Round(time.Millisecond), b.Stats())
+		}
 		marker := execution.NewID()
 		spec := python(fmt.Sprintf("print(%d)", i))
 		spec.Env = map[string]string{executiontest.MarkerEnv: marker}
