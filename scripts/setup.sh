@@ -23,10 +23,11 @@ done
 #   microVM guest:       qemu-system-x86 debootstrap cpio e2fsprogs squashfs-tools busybox-static
 #   benchmarks and peers: strace
 #   workloads:           python3
+#   unit file checks:    systemd (systemd-analyze)
 PACKAGES=(
 	clang-14 llvm-14 libbpf-dev bpftool
 	qemu-system-x86 debootstrap cpio e2fsprogs squashfs-tools busybox-static
-	strace python3 ca-certificates
+	strace python3 ca-certificates systemd
 )
 
 missing=()
