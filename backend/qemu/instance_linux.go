@@ -51,9 +51,12 @@ type instance struct {
 	startTime      time.Time
 
 	killOnce sync.Once
-	timers   []*time.Timer
-	abortMu  sync.Mutex
-	aborted  error
+	// stopped is set when the host itself ended the VM (cancellation,
+	// cleanup): the lost connection that follows is no guest failure.
+	stopped atomic.Bool
+	timers  []*time.Timer
+	abortMu sync.Mutex
+	aborted error
 
 	done    chan struct{}
 	result  execution.Result
@@ -244,6 +247,8 @@ func (i *instance) read() {
 		if err != nil {
 			if aerr := i.abortErr(); aerr != nil {
 				res.Err = aerr
+			} else if i.stopped.Load() {
+				res.Err = fmt.Errorf("%w: vm %s stopped by the host", execution.ErrInfrastructure, i.m.id)
 			} else {
 				res.Err = i.m.fail("run", fmt.Errorf("guest connection lost: %w", err))
 			}
@@ -410,6 +415,7 @@ func (i *instance) Wait(ctx context.Context) (execution.Result, error) {
 	case <-i.done:
 		return i.result, nil
 	case <-ctx.Done():
+		i.stopped.Store(true)
 		i.kill()
 		<-i.done
 		res := i.result
@@ -426,6 +432,7 @@ func (i *instance) Cleanup(context.Context) error {
 			t.Stop()
 		}
 		if i.started.Load() {
+			i.stopped.Store(true)
 			i.kill()
 			<-i.done
 		}

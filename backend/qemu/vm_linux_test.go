@@ -296,7 +296,7 @@ func TestPanickingGuest(t *testing.T) {
 // run had its own guest and that nothing is left behind.
 func TestPoolRuns(t *testing.T) {
 	const runs = 50
-	b, tr := newTestBackend(t, map[string]string{"qemu.pool": "2", "qemu.pool_collector": "false"})
+	b, tr := newTestBackend(t, map[string]string{"qemu.pool": "2", "qemu.pool_boots": "2", "qemu.pool_collector": "false"})
 	fds := openFDs(t)
 	seen := map[string]bool{}
 	e, err := execution.New(execution.Config{Backend: b})
