@@ -4,8 +4,13 @@ package qemu
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
+
+	"glasshouse.dev/glasshouse/core/profiling"
+	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/guest/transport"
 )
 
 func TestParseCPUMHz(t *testing.T) {
@@ -53,5 +58,23 @@ func TestEnvIsBaseAndSpecOnly(t *testing.T) {
 	got := strings.Join(i.env(), " ")
 	if got != "A=1 HOME=/elsewhere LANG=C.UTF-8 PATH=/usr/local/bin:/usr/bin:/bin" {
 		t.Fatalf("env %q", got)
+	}
+}
+
+func TestGuestControllerNeedsACollector(t *testing.T) {
+	i := &instance{m: &machine{hello: transport.Hello{CollectorError: "guest kernel has no BTF"}}}
+	err := i.Profiler().Available()
+	if err == nil || !strings.Contains(err.Error(), "guest kernel has no BTF") {
+		t.Fatalf("Available = %v, want the guest's reason", err)
+	}
+	if _, err := i.Profiler().Start(context.Background(), profiling.Target{}, nil); err == nil {
+		t.Fatal("Start without a collector succeeded")
+	}
+	i.m.hello = transport.Hello{Collector: "ebpf-guest"}
+	if err := i.Profiler().Available(); err != nil {
+		t.Fatal(err)
+	}
+	if got := i.Profiler().Collector(); got != receipt.CollectorEBPFGuest {
+		t.Fatalf("collector %q", got)
 	}
 }

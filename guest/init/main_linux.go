@@ -102,17 +102,21 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 		return err
 	}
 	defer conn.Close()
+	log.Debug("transport open", "uptime_ms", boottime()/1e6)
 	if err := mountRoot(ctx, log, opts.rootDev, opts.workDev); err != nil {
 		sendError(conn, transport.CodeInternal, err)
 		return err
 	}
+	log.Debug("disks mounted", "uptime_ms", boottime()/1e6)
 	cg, err := setupCgroup()
 	if err != nil {
 		sendError(conn, transport.CodeInternal, err)
 		return err
 	}
+	log.Debug("cgroup ready", "uptime_ms", boottime()/1e6)
 	if opts.prewarm {
 		prewarm(log)
+		log.Debug("python prewarmed", "uptime_ms", boottime()/1e6)
 	}
 	collector := &lazyCollector{log: log}
 	hello := transport.Hello{Kernel: kernelRelease(), InitStartNS: initStart, Collector: collectorName}
