@@ -300,7 +300,9 @@ static __always_inline struct evbuf *start_event(__u32 kind, const struct match 
 	h->kind = kind;
 	h->pid = pidtgid >> 32;
 	h->tid = (__u32)pidtgid;
-	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	/* Syscall records do not need the parent (two reads saved per call). */
+	if (kind != GH_EV_SYSCALL)
+		h->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	h->uid = (__u32)bpf_get_current_uid_gid();
 	h->nsess = m->n;
 	for (int i = 0; i < GH_MAX_SESS; i++)
@@ -379,6 +381,7 @@ __u32 gh_path_end = GH_PATH_END;
 struct walk {
 	struct dentry *dentry;
 	struct vfsmount *vfsmnt;
+	struct dentry *mnt_root;
 	struct mount *mnt;
 	__u64 mnt_off;
 	__u32 off;
@@ -395,11 +398,8 @@ static long walk_step(__u32 i, void *arg)
 		return 1;
 	/* Copy out of the (local, non-kernel) struct before CO-RE reads. */
 	struct dentry *d = w->dentry;
-	struct vfsmount *vfsmnt = w->vfsmnt;
 	struct mount *mnt = w->mnt;
-	struct dentry *root = BPF_CORE_READ(vfsmnt, mnt_root);
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
-	if (d == root) {
+	if (d == w->mnt_root) {
 		struct mount *mp = BPF_CORE_READ(mnt, mnt_parent);
 		if (mp == mnt || !mp) {
 			w->done = 1;
@@ -407,12 +407,30 @@ static long walk_step(__u32 i, void *arg)
 		}
 		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		w->mnt = mp;
-		w->vfsmnt = (struct vfsmount *)((char *)mp + w->mnt_off);
+		struct vfsmount *vfsmnt = (struct vfsmount *)((char *)mp + w->mnt_off);
+		w->vfsmnt = vfsmnt;
+		w->mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
 		return 0;
+	}
+	/* d_parent and d_name are neighbours: read them at once when the
+	 * kernel's layout says so (a constant after relocation). */
+	struct dentry *parent;
+	struct qstr q;
+	if (bpf_core_field_offset(struct dentry, d_name) == bpf_core_field_offset(struct dentry, d_parent) + 8) {
+		struct {
+			struct dentry *parent;
+			struct qstr name;
+		} pn;
+		if (bpf_probe_read_kernel(&pn, sizeof(pn), (char *)d + bpf_core_field_offset(struct dentry, d_parent)))
+			return 1;
+		parent = pn.parent;
+		q = pn.name;
+	} else {
+		parent = BPF_CORE_READ(d, d_parent);
+		q = BPF_CORE_READ(d, d_name);
 	}
 	if (d == parent || !parent)
 		w->pseudo = 1;
-	struct qstr q = BPF_CORE_READ(d, d_name);
 	__u32 len = q.len;
 	if (len > 255)
 		len = 255;
@@ -458,6 +476,7 @@ __attribute__((noinline)) __u32 gh_put_path(struct evbuf *b, __u32 p, __u32 slot
 		.off = gh_path_end & GH_STR_MAX,
 	};
 	w.mnt = (struct mount *)((char *)vfsmnt - w.mnt_off);
+	w.mnt_root = BPF_CORE_READ((struct vfsmount *)vfsmnt, mnt_root);
 	bpf_loop(GH_PATH_COMPONENTS, walk_step, &w, 0);
 	if (!w.done)
 		h->flags |= GH_F_TRUNC0 << slot;
@@ -484,13 +503,17 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 {
 	if (fd < 0)
 		return 0;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt)
+	struct fdtable *fdtp = BPF_CORE_READ(task, files, fdt);
+	if (!fdtp)
 		return 0;
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
-	if ((unsigned long)fd >= max)
+	/* One read for max_fds and fd; field accesses on the copy are CO-RE
+	 * relocated like reads of the original. */
+	struct fdtable fdt;
+	if (bpf_probe_read_kernel(&fdt, sizeof(fdt), fdtp))
 		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	if ((unsigned long)fd >= fdt.max_fds)
+		return 0;
+	struct file **fds = fdt.fd;
 	struct file *f = 0;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	return f;
@@ -814,11 +837,9 @@ static __always_inline int in_compat(void)
 	return status & TS_COMPAT;
 }
 
-static __always_inline void report_compat(long nr)
+static __always_inline void report_compat(long nr, const struct match *mp)
 {
-	struct match m = {};
-	if (!current_match(&m))
-		return;
+	struct match m = *mp;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u8 one = 1;
 	if (bpf_map_update_elem(&compat_seen, &tgid, &one, BPF_NOEXIST))
@@ -838,15 +859,15 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	int t64 = traced64(nr), t32 = traced32(nr);
 	if (!t64 && !t32)
 		return 0;
+	struct inflight in = {};
+	if (!current_match(&in.m))
+		return 0;
 	if (in_compat()) {
 		if (t32)
-			report_compat(nr);
+			report_compat(nr, &in.m);
 		return 0;
 	}
 	if (!t64)
-		return 0;
-	struct inflight in = {};
-	if (!current_match(&in.m))
 		return 0;
 	/* One read of the saved registers instead of one per argument. */
 	struct pt_regs regs;
@@ -987,9 +1008,9 @@ static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_str
 		umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
 		if ((mode & S_IFMT) != S_IFREG)
 			h->flags |= GH_F_NOTREG0;
-		struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
-		struct vfsmount *m = BPF_CORE_READ(f, f_path.mnt);
-		p = put_path(b, p, 0, d, m);
+		struct path fp = {};
+		bpf_core_read(&fp, sizeof(fp), &f->f_path);
+		p = put_path(b, p, 0, fp.dentry, fp.mnt);
 	} else if (pl.path0) {
 		p = put_user_path(b, p, 0, task, pl.dfd0, pl.path0);
 	}
@@ -1089,6 +1110,8 @@ int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	h->nr = nr;
 	h->ret = ret;
+	if (nr == NR_execve || nr == NR_execveat)
+		h->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	__u32 p = sizeof(struct gh_event);
 	int emit = 1;
 	switch (nr) {

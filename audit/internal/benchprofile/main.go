@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -70,56 +71,62 @@ func run(tester string, opens, execs, reps, loads int) error {
 
 	workload := [][]string{{tester, "spin", strconv.Itoa(opens)}, {tester, "forkexec", strconv.Itoa(execs)}}
 	var plain, profiled, straced []time.Duration
+	var plainCPU, profiledCPU []time.Duration
 	var events, dropped int64
 	seq := 0
-	once := func(profile bool, wrap []string) (time.Duration, error) {
+	// once runs the workload and returns its wall time and the CPU time
+	// its processes used (user + system, BPF programs included: they run
+	// in the workload's context).
+	once := func(profile bool, wrap []string) (time.Duration, time.Duration, error) {
 		seq++
 		g, err := layout.Create("glasshouse-bench", fmt.Sprintf("run-%d-%d", os.Getpid(), seq), cgroup.Limits{})
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer g.Remove()
 		var sess profiling.Session
 		sink := &counter{}
 		if profile {
 			if sess, err = coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, sink); err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 		}
 		start := time.Now()
+		var cpu time.Duration
 		for _, argv := range workload {
 			argv = append(slices.Clone(wrap), argv...)
 			cmd := exec.Command(argv[0], argv[1:]...)
 			if err := g.StartInGroup(cmd); err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			if err := cmd.Wait(); err != nil {
-				return 0, fmt.Errorf("%v: %w", argv, err)
+				return 0, 0, fmt.Errorf("%v: %w", argv, err)
 			}
+			cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		}
 		elapsed := time.Since(start)
 		if sess != nil {
 			rep, err := sess.Stop(context.Background())
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			events += rep.Events
 			dropped += rep.Dropped
 		}
-		return elapsed, nil
+		return elapsed, cpu, nil
 	}
 	for range reps {
-		d, err := once(false, nil)
+		d, cpu, err := once(false, nil)
 		if err != nil {
 			return err
 		}
-		plain = append(plain, d)
-		if d, err = once(true, nil); err != nil {
+		plain, plainCPU = append(plain, d), append(plainCPU, cpu)
+		if d, cpu, err = once(true, nil); err != nil {
 			return err
 		}
-		profiled = append(profiled, d)
+		profiled, profiledCPU = append(profiled, d), append(profiledCPU, cpu)
 		if strace != "" {
-			if d, err = once(false, []string{strace, "-f", "-qq", "-o", "/dev/null"}); err != nil {
+			if d, _, err = once(false, []string{strace, "-f", "-qq", "-o", "/dev/null"}); err != nil {
 				return err
 			}
 			straced = append(straced, d)
@@ -130,11 +137,18 @@ func run(tester string, opens, execs, reps, loads int) error {
 	mp, mf := median(plain), median(profiled)
 	perRun := float64(events) / float64(reps)
 	fmt.Printf("workload: %d open/close + %d fork/exec, %d runs of each variant (median wall time)\n", opens, execs, reps)
+	var load [3]float64
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Sscan(string(b), &load[0], &load[1], &load[2])
+	}
+	fmt.Printf("  host: %d CPUs, load average %.2f (others' load skews wall times)\n", runtime.NumCPU(), load[0])
 	fmt.Printf("  unprofiled          %9.1f ms\n", ms(mp))
 	fmt.Printf("  profiled            %9.1f ms   ratio %.3f (goal <= 1.10)\n", ms(mf), float64(mf)/float64(mp))
+	pc, fc := median(plainCPU), median(profiledCPU)
+	fmt.Printf("  workload CPU time   %9.1f ms unprofiled, %.1f ms profiled: ratio %.3f (less sensitive to other load)\n", ms(pc), ms(fc), float64(fc)/float64(pc))
 	if len(straced) > 0 {
-		ms := median(straced)
-		fmt.Printf("  strace -f           %9.1f ms   ratio %.3f; profiled is %.1fx faster than strace -f (goal >= 10)\n", float64(ms)/1e6, float64(ms)/float64(mp), float64(ms)/float64(mf))
+		st := median(straced)
+		fmt.Printf("  strace -f           %9.1f ms   ratio %.3f; profiled is %.1fx faster than strace -f (goal >= 10)\n", ms(st), float64(st)/float64(mp), float64(st)/float64(mf))
 	} else {
 		fmt.Printf("  strace -f           not installed\n")
 	}
