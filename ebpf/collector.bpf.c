@@ -298,6 +298,7 @@ static __always_inline struct evbuf *start_event(__u32 kind, const struct match 
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	h->ktime = bpf_ktime_get_ns();
 	h->kind = kind;
+	h->owner = (__u32)pidtgid;
 	h->pid = pidtgid >> 32;
 	h->tid = (__u32)pidtgid;
 	/* Syscall records do not need the parent (two reads saved per call). */
@@ -326,6 +327,14 @@ static __always_inline void submit(struct evbuf *b, __u32 size, const struct mat
 	size &= GH_EVBUF - 1;
 	if (size < sizeof(struct gh_event))
 		size = sizeof(struct gh_event);
+	/* On a preemptible kernel another task's program could have reused
+	 * this CPU's buffer while this one was preempted: count, never send,
+	 * a record that is no longer ours. */
+	struct gh_event *h = (struct gh_event *)b->data;
+	if (h->owner != (__u32)bpf_get_current_pid_tgid()) {
+		drop_all(m);
+		return;
+	}
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;

@@ -51,7 +51,7 @@ type BPFGhEvent struct {
 	Sotype uint16
 	Proto  uint16
 	Addr   [16]uint8
-	Pad    uint32
+	Owner  uint32
 }
 
 type BPFGhTarget struct {

@@ -60,7 +60,7 @@ struct gh_event {
 	__u16 sotype;       /* SOCK_STREAM, SOCK_DGRAM, ... */
 	__u16 proto;        /* IPPROTO_* */
 	__u8 addr[16];      /* IPv4 in the first 4 bytes, or IPv6 */
-	__u32 _pad;
+	__u32 owner;        /* tid that assembled the record (guards the per-CPU buffer) */
 };
 
 /* Session key value in the targets map. */
