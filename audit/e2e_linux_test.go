@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,6 +116,11 @@ func noise(t *testing.T, f *fixture) string {
 		t.Fatalf("start noise: %v", err)
 	}
 	t.Cleanup(func() {
+		// It must have been running the whole time for "nothing from
+		// outside" to mean anything.
+		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+			t.Errorf("the noise process ended early: %v", err)
+		}
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
