@@ -15,4 +15,4 @@ trap 'rm -rf "$work"' EXIT
 chmod 0755 "$work"
 gcc -static -O2 -o "$work/tester" audit/testdata/tester.c
 go build -o "$work/benchprofile" ./audit/internal/benchprofile
-"$work/benchprofile" -tester "$work/tester" -opens "${OPENS:-200000}" -execs "${EXECS:-2000}" -reps "${REPS:-5}"
+"$work/benchprofile" -tester "$work/tester" -opens "${OPENS:-200000}" -execs "${EXECS:-2000}" -reps "${REPS:-5}" -burst "${BURST:-2}"
