@@ -67,15 +67,15 @@ func Enforce(cgroupDir string, mode execution.Network) error {
 }
 
 // attached reports whether a program named name is attached to the cgroup
-// for the attach type.
+// for the attach type. Copies beyond the first (attached by earlier,
+// buggy versions) are detached: they are identical and each one costs
+// every socket call of every run.
 func attached(cgroupFD int, at ebpf.AttachType, name string) (bool, error) {
 	res, err := link.QueryPrograms(link.QueryOptions{Target: cgroupFD, Attach: at})
 	if err != nil {
 		return false, err
 	}
-	if len(name) > unix.BPF_OBJ_NAME_LEN-1 {
-		name = name[:unix.BPF_OBJ_NAME_LEN-1]
-	}
+	found := false
 	for _, ap := range res.Programs {
 		prog, err := ebpf.NewProgramFromID(ap.ID)
 		if errors.Is(err, os.ErrNotExist) {
@@ -84,13 +84,30 @@ func attached(cgroupFD int, at ebpf.AttachType, name string) (bool, error) {
 			return false, err
 		}
 		info, err := prog.Info()
-		prog.Close()
 		if err != nil {
+			prog.Close()
 			return false, err
 		}
-		if info.Name == name {
-			return true, nil
+		if sameName(info.Name, name) {
+			if found {
+				err = link.RawDetachProgram(link.RawDetachProgramOptions{Target: cgroupFD, Program: prog, Attach: at})
+			}
+			found = true
+		}
+		prog.Close()
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return false, fmt.Errorf("detach duplicate %s: %w", name, err)
 		}
 	}
-	return false, nil
+	return found, nil
+}
+
+// sameName compares a program's reported name with its name in the object.
+// The kernel keeps BPF_OBJ_NAME_LEN-1 bytes of a name; cilium/ebpf reports
+// the full name from BTF when the program has it, the kernel's otherwise.
+func sameName(reported, name string) bool {
+	if reported == name {
+		return true
+	}
+	return len(name) > unix.BPF_OBJ_NAME_LEN-1 && reported == name[:unix.BPF_OBJ_NAME_LEN-1]
 }

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/link"
+
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/internal/cgroup"
 	"glasshouse.dev/glasshouse/internal/testenv"
@@ -376,4 +378,52 @@ func sockaddr(ap netip.AddrPort) syscall.Sockaddr {
 		return &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 	}
 	return &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// Enforce is idempotent: a second call attaches nothing more, whatever the
+// length of the program names (the kernel truncates them to 15 bytes).
+func TestEnforceAttachesOnce(t *testing.T) {
+	g := newGroup(t)
+	for i := 0; i < 3; i++ {
+		if err := Enforce(g.Path(), execution.NetworkNone); err != nil {
+			t.Fatalf("Enforce #%d: %v", i+1, err)
+		}
+	}
+	f, err := os.Open(g.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range modes[execution.NetworkNone] {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: p.attach})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(res.Programs); n != 1 {
+			t.Errorf("%s: %d programs attached after three Enforce calls, want 1", p.name, n)
+		}
+	}
+	ln := newListener(t, "tcp4", "127.0.0.1:0")
+	if got := runIn(t, g, "connect", ln.Addr().String()); got != "EPERM" {
+		t.Errorf("connect under Enforce(none): got %q, want EPERM", got)
+	}
+}
+
+func TestSameName(t *testing.T) {
+	cases := []struct {
+		reported, name string
+		want           bool
+	}{
+		{"ng_deny_connect4", "ng_deny_connect4", true},
+		{"ng_deny_connect", "ng_deny_connect4", true},
+		{"ng_deny_connect", "ng_deny_connect6", true},
+		{"ng_lo_bind4", "ng_lo_bind4", true},
+		{"ng_lo_bind", "ng_lo_bind4", false},
+		{"ng_deny_connect6", "ng_deny_connect4", false},
+	}
+	for _, c := range cases {
+		if got := sameName(c.reported, c.name); got != c.want {
+			t.Errorf("sameName(%q, %q) = %v", c.reported, c.name, got)
+		}
+	}
 }
