@@ -211,7 +211,9 @@ func (s *Server) execute(tenant string, bs *backendState, plan *Plan, ev executi
 	if ev != nil {
 		opts = append(opts, execution.WithPolicy(ev))
 	}
-	run, err := bs.engine.Run(s.runCtx, plan.Spec, opts...)
+	runCtx, cancelRun := s.runContext()
+	run, err := bs.engine.Run(runCtx, plan.Spec, opts...)
+	cancelRun()
 	if err != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 		if aerr := s.cfg.Store.Abandon(sctx, id); aerr != nil {

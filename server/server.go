@@ -30,10 +30,10 @@ type Server struct {
 	policies *policyCache
 	runShape *shape
 
-	// runCtx bounds every workload; killRuns cancels it once the shutdown
-	// grace has expired.
-	runCtx   context.Context
-	killRuns context.CancelFunc
+	// kill is closed once the shutdown grace has expired: every run's
+	// context ends then (see runContext).
+	kill     chan struct{}
+	killOnce sync.Once
 	runs     sync.WaitGroup
 	trackMu  sync.Mutex
 	active   atomic.Int64
@@ -55,7 +55,7 @@ func New(cfg Config) (*Server, error) {
 	s.m = newMetrics(s)
 	s.policies = newPolicyCache(cfg.Policies)
 	s.runShape = runShape(&s.cfg.Limits)
-	s.runCtx, s.killRuns = context.WithCancel(context.Background())
+	s.kill = make(chan struct{})
 	s.handler = s.routes()
 	return s, nil
 }
@@ -265,8 +265,23 @@ func (s *Server) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	s.log.Warn("shutdown grace expired; killing runs still in flight", "runs", s.active.Load())
-	s.killRuns()
+	s.killOnce.Do(func() { close(s.kill) })
 	<-idle
+}
+
+// runContext returns the context of one run: not the request's (a client
+// that goes away does not stop its run), but ended by the shutdown's kill.
+// The caller must call cancel.
+func (s *Server) runContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-s.kill:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 func (s *Server) retain(ctx context.Context) {
