@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -444,5 +445,61 @@ func TestPythonURLLibReceipt(t *testing.T) {
 	}
 	if !sawModule || !sawExec {
 		t.Errorf("files lack the python exec (%v) or urllib/request (%v)", sawExec, sawModule)
+	}
+}
+
+// Issue 4's enforcement check through the engine and the process backend:
+// a network-none run whose Python connects to a listener outside fails
+// with EPERM inside the sandbox, the listener sees nothing, and the
+// receipt shows the denied connect.
+func TestNetworkNoneRunReceipt(t *testing.T) {
+	f := setup(t)
+	testenv.RequireBinary(t, "python3")
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	code := fmt.Sprintf("import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), timeout=5)\n    print('connected')\nexcept PermissionError as e:\n    print('EPERM', e.errno)\n", port)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run, err := f.engine.Run(ctx, execution.Spec{
+		Command: []string{"python3", "-c", code},
+		Profile: profiling.Required,
+		Limits:  execution.Limits{Network: execution.NetworkNone},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(run.Result.Stdout)); got != "EPERM 1" {
+		t.Errorf("python printed %q (stderr %q), want EPERM 1", got, run.Result.Stderr)
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Errorf("the listener outside accepted %d connections", n)
+	}
+	r := run.Receipt
+	if r.Profiling.Status != receipt.StatusComplete || r.Profiling.Dropped != 0 {
+		t.Errorf("profiling %+v", r.Profiling)
+	}
+	denied := false
+	for _, n := range r.Network {
+		if n.Op == receipt.NetConnect && n.Address == "127.0.0.1" && n.Port == int64(port) && !n.OK && n.Errno == "EPERM" {
+			denied = true
+		}
+	}
+	if !denied {
+		t.Errorf("network section %+v lacks the denied connect to 127.0.0.1:%d", r.Network, port)
 	}
 }
