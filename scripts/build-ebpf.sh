@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the BPF artifacts committed under ebpf/:
 #   ebpf/include/vmlinux.h           kernel types, from the running kernel's BTF
+#   ebpf/include/vmlinux.h.kernel    the release of that kernel
 #   ebpf/collector/collector_bpfel.* the host collector (bpf2go)
 #   ebpf/netguard/netguard_bpfel.*   the network guard (bpf2go)
 #
@@ -28,6 +29,9 @@ if [ -z "${SKIP_VMLINUX:-}" ]; then
 	bpftool btf dump file "$btf" format c >"$tmp"
 	mv "$tmp" ebpf/include/vmlinux.h
 	chmod 0644 ebpf/include/vmlinux.h
+	# Which kernel the types came from, so CI knows whether regenerating
+	# them here must reproduce the committed file.
+	uname -r >ebpf/include/vmlinux.h.kernel
 fi
 
 # go generate runs bpf2go in each package directory.

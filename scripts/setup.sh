@@ -22,12 +22,13 @@ done
 #   eBPF objects:        clang-14 llvm-14 libbpf-dev bpftool
 #   microVM guest:       qemu-system-x86 debootstrap cpio e2fsprogs squashfs-tools busybox-static
 #   benchmarks and peers: strace
+#   test programs:       gcc libc6-dev (static C testers)
 #   workloads:           python3
 #   unit file checks:    systemd (systemd-analyze)
 PACKAGES=(
 	clang-14 llvm-14 libbpf-dev bpftool
 	qemu-system-x86 debootstrap cpio e2fsprogs squashfs-tools busybox-static
-	strace python3 ca-certificates systemd
+	strace python3 ca-certificates systemd gcc libc6-dev
 )
 
 missing=()
