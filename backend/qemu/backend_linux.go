@@ -15,6 +15,7 @@ import (
 
 	"glasshouse.dev/glasshouse/backend/vmpool"
 	"glasshouse.dev/glasshouse/core/execution"
+	"glasshouse.dev/glasshouse/core/profiling"
 )
 
 // guestOverhead is guest RAM beyond the workload's memory limit: kernel,
@@ -158,9 +159,15 @@ func (b *Backend) Prepare(ctx context.Context, spec execution.Spec) (execution.I
 		err  error
 	)
 	if need <= b.cfg.MemoryBytes {
-		m, warm, err = b.pool.Get(ctx)
-	} else {
-		m, err = b.bootVM(ctx, vmSpec{accel: b.accelFor(ctx), memoryBytes: need, timeout: b.cfg.BootTimeout})
+		m, warm, err = b.pool.TryGet(ctx)
+	}
+	if err == nil && !warm {
+		// A cold start: no Python prewarm (the run itself loads it), and
+		// the collector only when the run will be observed, loaded before
+		// the guest reports ready so that it does not eat into the run's
+		// timeout.
+		m, err = b.bootVM(ctx, vmSpec{accel: b.accelFor(ctx), memoryBytes: max(need, b.cfg.MemoryBytes),
+			timeout: b.cfg.BootTimeout, eagerCollector: spec.Profile != profiling.Off})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("prepare vm: %w", err)

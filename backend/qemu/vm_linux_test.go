@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -292,46 +293,73 @@ func TestPanickingGuest(t *testing.T) {
 	assertConsoleKept(t, errors.New(run.Receipt.Outcome.Error))
 }
 
-// TestPoolRuns runs 50 short runs through a warm pool and checks that every
-// run had its own guest and that nothing is left behind.
+// TestPoolRuns runs 50 short runs, two at a time, through a warm pool and
+// checks that every run had its own guest and that nothing is left behind.
 func TestPoolRuns(t *testing.T) {
-	const runs = 50
+	const runs, workers = 50, 2
 	b, tr := newTestBackend(t, map[string]string{"qemu.pool": "2", "qemu.pool_boots": "2", "qemu.pool_collector": "false"})
 	fds := openFDs(t)
-	seen := map[string]bool{}
 	e, err := execution.New(execution.Config{Backend: b})
 	if err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()
+	next := make(chan int)
+	errs := make(chan error, runs)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				marker := execution.NewID()
+				spec := python(fmt.Sprintf("print(%d)", i))
+				spec.Env = map[string]string{executiontest.MarkerEnv: marker}
+				run, err := e.Run(context.Background(), spec)
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("run %d: %w", i, err)
+				case run.Receipt.Outcome.Failure != receipt.FailureNone:
+					errs <- fmt.Errorf("run %d: failure %s: %s", i, run.Receipt.Outcome.Failure, run.Receipt.Outcome.Error)
+				case string(run.Result.Stdout) != fmt.Sprintf("%d\n", i):
+					errs <- fmt.Errorf("run %d: stdout %q", i, run.Result.Stdout)
+				}
+				if left := tr.leftovers(marker); len(left) > 0 {
+					errs <- fmt.Errorf("run %d left %v", i, left)
+				}
+			}
+		}()
+	}
 	for i := 0; i < runs; i++ {
 		if i%10 == 0 {
 			t.Logf("run %d after %s: %+v", i, time.Since(began).Round(time.Millisecond), b.Stats())
 		}
-		marker := execution.NewID()
-		spec := python(fmt.Sprintf("print(%d)", i))
-		spec.Env = map[string]string{executiontest.MarkerEnv: marker}
-		run, err := e.Run(context.Background(), spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantFailure(t, run, receipt.FailureNone)
-		if got := string(run.Result.Stdout); got != fmt.Sprintf("%d\n", i) {
-			t.Fatalf("run %d: stdout %q", i, got)
-		}
-		tr.mu.Lock()
-		id := tr.runs[marker][0].m.id
-		tr.mu.Unlock()
-		if seen[id] {
-			t.Fatalf("run %d reused vm %s", i, id)
-		}
-		seen[id] = true
-		if left := tr.leftovers(marker); len(left) > 0 {
-			t.Fatalf("run %d left %v", i, left)
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	seen := map[string]bool{}
+	tr.mu.Lock()
+	n := 0
+	for _, insts := range tr.runs {
+		for _, i := range insts {
+			n++
+			if seen[i.m.id] {
+				t.Errorf("vm %s served two runs", i.m.id)
+			}
+			seen[i.m.id] = true
 		}
 	}
+	tr.mu.Unlock()
+	if n != runs {
+		t.Errorf("%d runs prepared, want %d", n, runs)
+	}
 	s := b.Stats()
-	t.Logf("pool stats after %d runs: %+v", runs, s)
+	t.Logf("pool stats after %d runs in %s: %+v", runs, time.Since(began).Round(time.Millisecond), s)
 	if s.Hits == 0 {
 		t.Errorf("no run was served by the pool: %+v", s)
 	}

@@ -167,9 +167,22 @@ func (p *Pool[M]) poke() {
 
 // Get returns a machine for one run: an idle one (warm is true), one a
 // background boot is about to deliver, or, when neither is at hand, one
-// booted now with boot. The caller owns the machine and must Close it; it
-// never returns to the pool.
+// booted now with the pool's boot function. The caller owns the machine and
+// must Close it; it never returns to the pool.
 func (p *Pool[M]) Get(ctx context.Context) (m M, warm bool, err error) {
+	m, ok, err := p.TryGet(ctx)
+	if err != nil || ok {
+		return m, ok, err
+	}
+	m, err = p.boot(ctx)
+	return m, false, err
+}
+
+// TryGet is Get without the cold boot: it returns an idle machine, or waits
+// for one a background boot is about to deliver, and otherwise reports ok
+// false (a miss), leaving the boot to the caller, who may boot differently
+// for a cold start.
+func (p *Pool[M]) TryGet(ctx context.Context) (m M, ok bool, err error) {
 	p.Warm()
 	for {
 		p.mu.Lock()
@@ -199,7 +212,7 @@ func (p *Pool[M]) Get(ctx context.Context) (m M, warm bool, err error) {
 		if len(p.idle) == 0 {
 			p.stats.Misses++
 			p.mu.Unlock()
-			break
+			return m, false, nil
 		}
 		im := p.idle[0]
 		p.idle = p.idle[1:]
@@ -213,8 +226,6 @@ func (p *Pool[M]) Get(ctx context.Context) (m M, warm bool, err error) {
 		}
 		p.discard(im.m)
 	}
-	m, err = p.boot(ctx)
-	return m, false, err
 }
 
 func (p *Pool[M]) discard(m M) {

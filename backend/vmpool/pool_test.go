@@ -187,3 +187,16 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestTryGetLeavesTheColdBootToTheCaller(t *testing.T) {
+	b := &booter{}
+	p, _ := New(Config{}, b.boot)
+	defer p.Close()
+	vm, ok, err := p.TryGet(context.Background())
+	if err != nil || ok || vm != nil || b.n.Load() != 0 {
+		t.Fatalf("TryGet on an empty pool = %v, %v, %v after %d boots", vm, ok, err, b.n.Load())
+	}
+	if s := p.Stats(); s.Misses != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
