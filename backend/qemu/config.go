@@ -27,6 +27,7 @@ import (
 //	qemu.memory=SIZE         guest RAM of pooled guests (default 1GiB); a run whose
 //	                         memory limit needs more boots a guest of its own
 //	qemu.cpus=N              guest vCPUs (default 1)
+//	qemu.tcg_tb=MiB          TCG translation cache size (default 0: QEMU's own)
 //	qemu.workspace=SIZE      per-run workspace disk (default 1GiB, sparse)
 //	qemu.boot_timeout=DUR    boot until the guest answers (default 60s)
 //	qemu.kill_grace=DUR      how long a guest may take to report after a kill (default 10s)
@@ -45,6 +46,7 @@ type Config struct {
 	MaxBoots      int
 	MemoryBytes   int64
 	CPUs          int
+	TBMiB         int
 	Workspace     int64
 	BootTimeout   time.Duration
 	KillGrace     time.Duration
@@ -106,6 +108,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("qemu.pool_max_idle %s is negative", c.PoolMaxIdle)
 	case c.MemoryBytes < minMemory || c.MemoryBytes > maxMemory:
 		return fmt.Errorf("qemu.memory %d is outside [%d, %d]", c.MemoryBytes, minMemory, int64(maxMemory))
+	case c.TBMiB < 0 || c.TBMiB > 4096:
+		return fmt.Errorf("qemu.tcg_tb %d is outside [0, 4096]", c.TBMiB)
 	case c.CPUs < 1 || c.CPUs > maxCPUs:
 		return fmt.Errorf("qemu.cpus %d is outside [1, %d]", c.CPUs, maxCPUs)
 	case c.Workspace < minWorkspace || c.Workspace > maxWorkspace:
@@ -149,6 +153,8 @@ func configFrom(opts execution.Options) (Config, error) {
 			c.Binary = v
 		case "memory":
 			c.MemoryBytes, err = parseSize(v)
+		case "tcg_tb":
+			c.TBMiB, err = strconv.Atoi(v)
 		case "cpus":
 			c.CPUs, err = strconv.Atoi(v)
 		case "workspace":

@@ -160,7 +160,7 @@ func exitString(err error) string {
 // guest/init's transport.
 func kernelCmdline(extra ...string) string {
 	args := []string{
-		"console=ttyS0", "quiet", "loglevel=3", "panic=-1", "reboot=t",
+		"console=ttyS0", "quiet", "loglevel=3", "panic=-1", "reboot=t", "edd=off",
 		"8250.nr_uarts=1", "i8042.noaux", "i8042.nokbd", "i8042.nopnp",
 		"cryptomgr.notests", "random.trust_cpu=on", "audit=0", "nowatchdog",
 		"mitigations=off", "tsc=reliable", "no_timer_check",
@@ -175,15 +175,19 @@ func kernelCmdline(extra ...string) string {
 }
 
 // qemuArgs builds QEMU's command line for one VM.
-func qemuArgs(a artifacts, vs vmSpec, cpus int, dir, cmdline string) []string {
-	cpu := "max"
+func qemuArgs(a artifacts, vs vmSpec, cpus, tbMiB int, dir, cmdline string) []string {
+	cpu, accel := "max", vs.accel
 	if vs.accel == "kvm" {
 		cpu = "host"
+	}
+	if vs.accel == "tcg" && tbMiB > 0 {
+		// The translation cache is the bulk of an emulated VM's own memory.
+		accel += ",tb-size=" + strconv.Itoa(tbMiB)
 	}
 	mib := (vs.memoryBytes + (1 << 20) - 1) >> 20
 	return []string{
 		"-M", "microvm,acpi=on,rtc=on",
-		"-accel", vs.accel, "-cpu", cpu,
+		"-accel", accel, "-cpu", cpu,
 		"-m", strconv.FormatInt(mib, 10), "-smp", strconv.Itoa(cpus),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-chardev", "socket,id=con,path=" + filepath.Join(dir, "con.sock"),
@@ -309,7 +313,7 @@ func (b *Backend) bootVM(ctx context.Context, vs vmSpec) (_ *machine, err error)
 		tsc += " glasshouse.collector=eager"
 	}
 	cmdline := kernelCmdline(tsc, b.cfg.KernelArgs, vs.extraArgs)
-	m.cmd = exec.Command(b.cfg.Binary, qemuArgs(a, vs, b.cfg.CPUs, dir, cmdline)...)
+	m.cmd = exec.Command(b.cfg.Binary, qemuArgs(a, vs, b.cfg.CPUs, b.cfg.TBMiB, dir, cmdline)...)
 	// QEMU gets nothing from the host environment, and dies with us.
 	m.cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
 	m.cmd.Dir = dir
