@@ -43,26 +43,15 @@ func Canonical(doc []byte) ([]byte, error) {
 // Marshal returns the stored form of r: its canonical JSON indented by two
 // spaces and ending in a newline. r must have been sealed.
 func Marshal(r *Receipt) ([]byte, error) {
-	c, err := canonicalOf(r)
-	if err != nil {
-		return nil, err
-	}
-	var out bytes.Buffer
-	out.Grow(len(c) * 5 / 4)
-	if err := json.Indent(&out, c, "", "  "); err != nil {
-		return nil, fmt.Errorf("indent receipt: %w", err)
-	}
-	out.WriteByte('\n')
-	return out.Bytes(), nil
+	c := appendReceipt(make([]byte, 0, encodedSizeHint(r)), r, true)
+	out := appendIndented(make([]byte, 0, len(c)*3/2), c)
+	return append(out, '\n'), nil
 }
 
 // MarshalCompact returns the canonical JSON of r without indentation,
 // followed by a newline: one receipt per line, as in NDJSON streams.
 func MarshalCompact(r *Receipt) ([]byte, error) {
-	c, err := canonicalOf(r)
-	if err != nil {
-		return nil, err
-	}
+	c := appendReceipt(make([]byte, 0, encodedSizeHint(r)), r, true)
 	return append(c, '\n'), nil
 }
 
@@ -88,6 +77,41 @@ func Verify(doc []byte) error {
 	if len(doc) > MaxSize {
 		return fmt.Errorf("%w: %d bytes exceeds the %d byte limit", ErrMalformed, len(doc), MaxSize)
 	}
+	if _, ok := verifyTyped(doc); ok {
+		return nil
+	}
+	return verifyGeneric(doc)
+}
+
+// verifyTyped is Verify's fast path for receipts this build can represent:
+// it parses doc into a Receipt (parseTyped, which gives up on anything the
+// canonical encoder would not write), encodes that canonically, and accepts doc
+// only if doc is exactly that encoding (compact or indented) and the
+// encoding without the digest hashes to the digest. Such a doc is in the
+// image of Canonical, so the generic check accepts it too; anything else
+// (an edit, a field this build does not know, a tampered digest) goes to
+// verifyGeneric, which decides and names the error.
+func verifyTyped(doc []byte) (*Receipt, bool) {
+	r, ok := parseTyped(doc)
+	if !ok || r.Digest == "" {
+		return nil, false
+	}
+	body := bytes.TrimSuffix(doc, []byte("\n"))
+	buf := appendReceipt(make([]byte, 0, len(body)), r, true)
+	if !bytes.Equal(body, buf) && !equalIndented(body, buf) {
+		return nil, false
+	}
+	buf = appendReceipt(buf[:0], r, false)
+	if r.Digest != digestString(buf) {
+		return nil, false
+	}
+	return r, true
+}
+
+// verifyGeneric checks doc through the generic canonical form; it accepts
+// every receipt Verify accepts, including ones with fields unknown to this
+// build, and says why it rejects one.
+func verifyGeneric(doc []byte) error {
 	v, err := decodeGeneric(doc)
 	if err != nil {
 		return err
@@ -112,14 +136,7 @@ func Verify(doc []byte) error {
 		return err
 	}
 	body := bytes.TrimSuffix(doc, []byte("\n"))
-	if bytes.Equal(body, canon) {
-		return nil
-	}
-	var indented bytes.Buffer
-	if err := json.Indent(&indented, canon, "", "  "); err != nil {
-		return fmt.Errorf("indent receipt: %w", err)
-	}
-	if bytes.Equal(body, indented.Bytes()) {
+	if bytes.Equal(body, canon) || equalIndented(body, canon) {
 		return nil
 	}
 	return ErrNotCanonical
@@ -127,7 +144,13 @@ func Verify(doc []byte) error {
 
 // Decode verifies doc (see Verify) and parses it into a Receipt.
 func Decode(doc []byte) (*Receipt, error) {
-	if err := Verify(doc); err != nil {
+	if len(doc) > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes exceeds the %d byte limit", ErrMalformed, len(doc), MaxSize)
+	}
+	if r, ok := verifyTyped(doc); ok {
+		return r, nil
+	}
+	if err := verifyGeneric(doc); err != nil {
 		return nil, err
 	}
 	return Parse(doc)
@@ -153,15 +176,6 @@ func SHA256Hex(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// canonicalOf returns the canonical JSON of r, including its digest.
-func canonicalOf(r *Receipt) ([]byte, error) {
-	raw, err := marshalPlain(r)
-	if err != nil {
-		return nil, err
-	}
-	return Canonical(raw)
-}
-
 func marshalPlain(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -183,8 +197,16 @@ func digestOf(obj map[string]any) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(c)
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
+	return digestString(c), nil
+}
+
+// digestString returns "sha256:<hex>" of canonical bytes.
+func digestString(canonical []byte) string {
+	sum := sha256.Sum256(canonical)
+	var out [7 + 2*sha256.Size]byte
+	copy(out[:], "sha256:")
+	hex.Encode(out[7:], sum[:])
+	return string(out[:])
 }
 
 func decodeGeneric(doc []byte) (any, error) {

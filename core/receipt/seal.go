@@ -15,15 +15,7 @@ import (
 func Seal(r *Receipt) error {
 	Normalize(r)
 	r.Digest = ""
-	raw, err := marshalPlain(r)
-	if err != nil {
-		return err
-	}
-	d, err := ComputeDigest(raw)
-	if err != nil {
-		return err
-	}
-	r.Digest = d
+	r.Digest = digestString(appendReceipt(make([]byte, 0, encodedSizeHint(r)), r, false))
 	return nil
 }
 
