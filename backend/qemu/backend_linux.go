@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,19 @@ type Backend struct {
 	liveMu sync.Mutex
 	live   map[string]*machine
 
+	// snaps are the snapshot templates by variant; hashes caches the
+	// artifacts' content hashes that key them.
+	snapMu sync.Mutex
+	snaps  map[variant]*snapState
+	hashes hashCache
+	// bg runs template builds; Close cancels and waits for them.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+
+	// orphanQEMU, set by tests of Reap, lets QEMU outlive its owner.
+	orphanQEMU bool
+
 	// onPrepare, when set by tests, sees every prepared instance.
 	onPrepare func(spec *execution.Spec, i *instance)
 }
@@ -68,20 +82,47 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.SnapshotDir == "" {
+		cfg.SnapshotDir = filepath.Join(cfg.StateDir, "glasshouse-snapshots")
+	}
 	b := &Backend{cfg: cfg, log: log.With("backend", Name), boots: make(chan struct{}, cfg.MaxBoots),
-		live: map[string]*machine{}}
+		live: map[string]*machine{}, snaps: map[variant]*snapState{},
+		hashes: hashCache{path: filepath.Join(cfg.SnapshotDir, "artifact-hashes.json")}}
+	b.bgCtx, b.bgCancel = context.WithCancel(context.Background())
 	pool, err := vmpool.New(vmpool.Config{
 		Size: cfg.PoolSize, MaxBoots: cfg.PoolBoots, MaxIdle: cfg.PoolMaxIdle,
-		BootTimeout: cfg.BootTimeout + probeTimeout, Logger: b.log,
+		// A pooled boot may first wait for the template build.
+		BootTimeout: 2*cfg.BootTimeout + probeTimeout + time.Minute, Logger: b.log,
 	}, func(ctx context.Context) (*machine, error) {
-		return b.bootVM(ctx, vmSpec{accel: b.accelFor(ctx), memoryBytes: cfg.MemoryBytes, timeout: cfg.BootTimeout,
-			prewarm: true, eagerCollector: cfg.PoolCollector})
+		return b.startVM(ctx, cfg.MemoryBytes, variant{collector: cfg.PoolCollector}, true, cfg.PoolCollector)
 	})
 	if err != nil {
 		return nil, err
 	}
 	b.pool = pool
 	return b, nil
+}
+
+// startVM readies a guest of variant v with the given RAM: restored from a
+// snapshot when snapshots are on and the RAM is the configured one (the
+// template's), booted otherwise, loading the collector first if
+// bootCollector. Pooled guests load Python before they are ready; cold
+// ones leave it to the run.
+func (b *Backend) startVM(ctx context.Context, memory int64, v variant, pooled, bootCollector bool) (*machine, error) {
+	accel := b.accelFor(ctx)
+	if b.cfg.Snapshot && memory == b.cfg.MemoryBytes {
+		s, err := b.snapshotFor(ctx, accel, v)
+		if err == nil {
+			return b.bootVM(ctx, vmSpec{accel: accel, memoryBytes: memory, timeout: b.cfg.BootTimeout,
+				net: v.net, restore: s, wakePrewarm: pooled && b.cfg.PoolPrewarm})
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
+		}
+		// Logged where the build failed; boot instead.
+	}
+	return b.bootVM(ctx, vmSpec{accel: accel, memoryBytes: memory, timeout: b.cfg.BootTimeout,
+		prewarm: pooled, eagerCollector: bootCollector, net: v.net})
 }
 
 // Name implements execution.Backend.
@@ -128,46 +169,62 @@ func (b *Backend) Version() string {
 	return b.version
 }
 
-// Warm starts filling the warm pool (when qemu.pool > 0).
-func (b *Backend) Warm() { b.pool.Warm() }
+// Warm starts filling the warm pool (when qemu.pool > 0) and, with
+// snapshots on, building the snapshot template in the background.
+func (b *Backend) Warm() {
+	if b.cfg.Snapshot && b.cfg.PoolSize == 0 {
+		b.bg.Add(1)
+		go func() {
+			defer b.bg.Done()
+			_, _ = b.snapshotFor(b.bgCtx, b.accelFor(b.bgCtx), variant{collector: b.cfg.PoolCollector})
+		}()
+	}
+	b.pool.Warm()
+}
 
 // Stats returns the warm pool's counters (see vmpool.Stats), for metrics.
 func (b *Backend) Stats() vmpool.Stats { return b.pool.Stats() }
 
-// Close stops the warm pool and destroys its idle guests. Instances
-// already prepared stay valid and must still be cleaned up.
-func (b *Backend) Close() error { return b.pool.Close() }
+// Close stops the warm pool, destroys its idle guests and stops template
+// builds. Instances already prepared stay valid and must still be cleaned
+// up. Templates stay on disk for the next backend.
+func (b *Backend) Close() error {
+	err := b.pool.Close()
+	b.bgCancel()
+	b.bg.Wait()
+	return err
+}
 
-// Prepare implements execution.Backend: it takes a booted guest from the
-// pool or boots one. Errors wrap execution.ErrInvalidSpec (a network the
-// guest cannot offer), execution.ErrBackendUnavailable or
-// execution.ErrInfrastructure.
+// Prepare implements execution.Backend: it takes a ready guest from the
+// pool, or restores or boots one. Runs with network "full" get a guest
+// with a network device (never a pooled one). Errors wrap
+// execution.ErrBackendUnavailable or execution.ErrInfrastructure.
 func (b *Backend) Prepare(ctx context.Context, spec execution.Spec) (execution.Instance, error) {
 	spec = spec.WithDefaults()
-	if spec.Limits.Network == execution.NetworkFull {
-		return nil, fmt.Errorf("%w: limits.network: %q is not supported by the qemu backend (its guests have no network device); use none or loopback",
-			execution.ErrInvalidSpec, spec.Limits.Network)
-	}
 	if err := b.Available(); err != nil {
 		return nil, err
 	}
 	begin := time.Now()
 	need := spec.Limits.MemoryBytes + guestOverhead
+	full := spec.Limits.Network == execution.NetworkFull
 	var (
 		m    *machine
 		warm bool
 		err  error
 	)
-	if need <= b.cfg.MemoryBytes {
+	if need <= b.cfg.MemoryBytes && !full {
+		// Pooled guests have no network device.
 		m, warm, err = b.pool.TryGet(ctx)
 	}
 	if err == nil && !warm {
 		// A cold start: no Python prewarm (the run itself loads it), and
-		// the collector only when the run will be observed, loaded before
+		// the collector when the run will be observed (or when pooled
+		// guests have it, whose template is then shared), loaded before
 		// the guest reports ready so that it does not eat into the run's
 		// timeout.
-		m, err = b.bootVM(ctx, vmSpec{accel: b.accelFor(ctx), memoryBytes: max(need, b.cfg.MemoryBytes),
-			timeout: b.cfg.BootTimeout, eagerCollector: spec.Profile != profiling.Off})
+		profiled := spec.Profile != profiling.Off
+		v := variant{net: full, collector: profiled || b.cfg.PoolCollector}
+		m, err = b.startVM(ctx, max(need, b.cfg.MemoryBytes), v, false, profiled)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("prepare vm: %w", err)

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,8 +18,10 @@ import (
 )
 
 // TestVMBench measures cold starts, warm-pool latency, boot phases and the
-// memory of idle pooled guests, against host python3 as the baseline. It
-// is run by scripts/bench-vm.sh (GLASSHOUSE_BENCH_VM=1), not by go test.
+// memory of idle pooled guests, with snapshot restore and, as the
+// baseline in the same run, with plain boots (qemu.snapshot=false), and
+// against host python3. It is run by scripts/bench-vm.sh
+// (GLASSHOUSE_BENCH_VM=1), not by go test.
 func TestVMBench(t *testing.T) {
 	if os.Getenv("GLASSHOUSE_BENCH_VM") != "1" {
 		t.Skip("benchmark: run scripts/bench-vm.sh")
@@ -25,6 +29,7 @@ func TestVMBench(t *testing.T) {
 	cold := envInt("BENCH_COLD", 3)
 	warm := envInt("BENCH_WARM", 20)
 	pool := envInt("BENCH_POOL", 2)
+	boots := os.Getenv("BENCH_BOOTS") != "0"
 	accel := os.Getenv("BENCH_ACCEL")
 	if accel == "" {
 		accel = "auto"
@@ -42,17 +47,44 @@ func TestVMBench(t *testing.T) {
 	}
 	report("host python3 (baseline)", host, 0)
 
-	cb, _ := newTestBackend(t, map[string]string{"qemu.accel": accel})
+	snapDir := t.TempDir()
+	settings := func(snapshot bool, extra ...string) map[string]string {
+		m := map[string]string{"qemu.accel": accel, "qemu.snapshot": strconv.FormatBool(snapshot), "qemu.snapshot_dir": snapDir}
+		for i := 0; i+1 < len(extra); i += 2 {
+			m[extra[i]] = extra[i+1]
+		}
+		return m
+	}
+	cb, _ := newTestBackend(t, settings(true))
 	usedAccel, why := cb.Accel(context.Background())
 	fmt.Printf("accelerator: %s (%s)\n", usedAccel, why)
-	var coldTotal []time.Duration
+	fmt.Printf("load average before: %s\n", loadavg())
+
+	// The first cold start builds the snapshot template.
+	d, _ := benchRun(t, cb, spec)
+	fmt.Printf("%-52s %9.1f ms (includes booting and saving the template) [%s]\n", "first cold start", ms(d), usedAccel)
+	coldRuns(t, "cold start, restored from snapshot", cb, spec, cold, usedAccel, median(host))
+	if boots {
+		bb, _ := newTestBackend(t, settings(false))
+		coldRuns(t, "cold start, booted (qemu.snapshot=false)", bb, spec, cold, usedAccel, median(host))
+	}
+
+	warmRuns(t, "warm pool, restored guests", settings(true, "qemu.pool", strconv.Itoa(pool)), spec, pool, warm, usedAccel, median(host))
+	if boots {
+		warmRuns(t, "warm pool, booted guests (qemu.snapshot=false)", settings(false, "qemu.pool", strconv.Itoa(pool)), spec, pool, warm, usedAccel, median(host))
+	}
+	fmt.Printf("load average after: %s\n", loadavg())
+}
+
+func coldRuns(t *testing.T, name string, b *Backend, spec execution.Spec, n int, accel string, host time.Duration) {
+	var total []time.Duration
 	var phases []Phases
-	for i := 0; i < cold; i++ {
-		d, ph := benchRun(t, cb, spec)
-		coldTotal = append(coldTotal, d)
+	for i := 0; i < n; i++ {
+		d, ph := benchRun(t, b, spec)
+		total = append(total, d)
 		phases = append(phases, ph)
 	}
-	report("cold start to result ["+usedAccel+"]", coldTotal, median(host))
+	report(name+" ["+accel+"]", total, host)
 	phase := func(name string, f func(Phases) time.Duration) {
 		var ds []time.Duration
 		for _, p := range phases {
@@ -61,29 +93,45 @@ func TestVMBench(t *testing.T) {
 		report("  phase: "+name, ds, 0)
 	}
 	phase("VMM start (spawn to QEMU sockets)", func(p Phases) time.Duration { return p.VMMStart })
-	phase("kernel to init (guest uptime at init)", func(p Phases) time.Duration { return p.KernelToInit })
-	phase("init to Python (init ready + exec)", func(p Phases) time.Duration { return p.InitToReady + p.GuestStart })
+	if phases[0].Restored {
+		phase("restore (spawn to guest awake)", func(p Phases) time.Duration { return p.Boot })
+		phase("wake in the guest (reseed, clock, mount)", func(p Phases) time.Duration { return p.Wake })
+		phase("run received to exec (in the guest)", func(p Phases) time.Duration { return p.GuestStart })
+	} else {
+		phase("kernel to init (guest uptime at init)", func(p Phases) time.Duration { return p.KernelToInit })
+		phase("init to Python (init ready + exec)", func(p Phases) time.Duration { return p.InitToReady + p.GuestStart })
+		phase("boot on the host clock", func(p Phases) time.Duration { return p.Boot })
+	}
 	phase("Python run (in the guest)", func(p Phases) time.Duration { return p.Run })
-	phase("boot on the host clock", func(p Phases) time.Duration { return p.Boot })
+	phase("Start to result (host)", func(p Phases) time.Duration { return p.Total })
+}
 
-	wb, tr := newTestBackend(t, map[string]string{"qemu.accel": accel, "qemu.pool": strconv.Itoa(pool)})
+func warmRuns(t *testing.T, name string, settings map[string]string, spec execution.Spec, pool, n int, accel string, host time.Duration) {
+	wb, tr := newTestBackend(t, settings)
 	wb.Warm()
 	waitPool(t, wb, pool)
 	time.Sleep(2 * time.Second)
-	rss := qemuRSS(tr.state)
-	fmt.Printf("%-48s %8.1f MiB per VM (%d idle VMs, %d MiB in all) [%s]\n", "host RSS of an idle pooled VM", float64(rss)/float64(pool)/(1<<20), pool, rss>>20, usedAccel)
-	var warmTotal []time.Duration
-	var misses int
-	for i := 0; i < warm; i++ {
+	mem := qemuMemory(tr.state)
+	fmt.Printf("%-52s RSS %6.1f MiB, PSS %6.1f MiB, private %6.1f MiB per VM (%d idle VMs) [%s]\n", "  idle pooled VM, host memory",
+		mib(mem.rss)/float64(pool), mib(mem.pss)/float64(pool), mib(mem.private)/float64(pool), pool, accel)
+	var total, python []time.Duration
+	misses := 0
+	for i := 0; i < n; i++ {
 		waitPool(t, wb, pool)
 		d, ph := benchRun(t, wb, spec)
 		if !ph.Warm {
 			misses++
 		}
-		warmTotal = append(warmTotal, d)
+		total = append(total, d)
+		python = append(python, ph.Run)
 	}
-	report(fmt.Sprintf("warm-pool run to result [%s] (%d misses)", usedAccel, misses), warmTotal, median(host))
-	fmt.Printf("pool stats: %+v\n", wb.Stats())
+	report(fmt.Sprintf("%s, run to result [%s] (%d misses)", name, accel, misses), total, host)
+	report("  phase: Python run (in the guest)", python, 0)
+	s := wb.Stats()
+	fmt.Printf("  pool: booted %d, last boot %.0f ms, boot failures %d\n", s.Booted, ms(s.LastBoot), s.BootFailures)
+	if err := wb.Close(); err != nil {
+		t.Error(err)
+	}
 }
 
 func benchRun(t *testing.T, b *Backend, spec execution.Spec) (time.Duration, Phases) {
@@ -117,6 +165,48 @@ func waitPool(t *testing.T, b *Backend, n int) {
 	}
 }
 
+// memory is the host memory of QEMU processes: resident, proportional
+// (shared pages divided among their users) and private.
+type memory struct{ rss, pss, private int64 }
+
+// qemuMemory sums the memory of the QEMU processes under a state directory.
+func qemuMemory(state string) memory {
+	var m memory
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmd), state+"/") {
+			continue
+		}
+		rollup, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "smaps_rollup"))
+		for _, line := range strings.Split(string(rollup), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			switch k {
+			case "Rss":
+				m.rss += kb << 10
+			case "Pss":
+				m.pss += kb << 10
+			case "Private_Clean", "Private_Dirty":
+				m.private += kb << 10
+			}
+		}
+	}
+	return m
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }
 
 func percentile(ds []time.Duration, p int) time.Duration {
@@ -128,9 +218,12 @@ func percentile(ds []time.Duration, p int) time.Duration {
 	return s[min(len(s)-1, (len(s)*p+99)/100-1)]
 }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
 func report(name string, ds []time.Duration, baseline time.Duration) {
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	line := fmt.Sprintf("%-48s p50 %9.1f ms  p95 %9.1f ms  (n=%d)", name, ms(percentile(ds, 50)), ms(percentile(ds, 95)), len(ds))
+	line := fmt.Sprintf("%-52s p50 %9.1f ms  p95 %9.1f ms  (n=%d)", name, ms(percentile(ds, 50)), ms(percentile(ds, 95)), len(ds))
 	if baseline > 0 {
 		line += fmt.Sprintf("  = %.1fx host python3", float64(percentile(ds, 50))/float64(baseline))
 	}

@@ -35,6 +35,13 @@ import (
 //	qemu.log_dir=DIR         where console logs of failed VMs are kept
 //	                         (default StateDir/glasshouse-qemu-logs)
 //	qemu.max_logs=N          console logs kept (default 100)
+//	qemu.snapshot=BOOL       restore guests from a snapshot of a booted template
+//	                         instead of booting each one (default true)
+//	qemu.snapshot_dir=DIR    where snapshots are kept
+//	                         (default StateDir/glasshouse-snapshots)
+//	qemu.pool_prewarm=BOOL   pooled guests restored from a snapshot run Python once
+//	                         before they are ready, warming the emulator's code
+//	                         cache (default true)
 type Config struct {
 	Binary      string
 	Accel       string
@@ -53,6 +60,13 @@ type Config struct {
 	KernelArgs    string
 	LogDir        string
 	MaxLogs       int
+	// Snapshot restores guests from a saved template instead of booting.
+	Snapshot bool
+	// SnapshotDir holds the templates.
+	SnapshotDir string
+	// PoolPrewarm has restored pooled guests run Python once before they
+	// report ready.
+	PoolPrewarm bool
 	// StateDir holds per-VM directories (sockets, workspace images).
 	StateDir string
 	// ArtifactsDir holds vmlinuz, initramfs.cpio and rootfs.ext4; empty
@@ -88,6 +102,8 @@ func DefaultConfig() Config {
 		BootTimeout:   60 * time.Second,
 		KillGrace:     10 * time.Second,
 		MaxLogs:       100,
+		Snapshot:      true,
+		PoolPrewarm:   true,
 	}
 }
 
@@ -122,6 +138,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("qemu.kernel_args must be at most 1024 bytes on one line")
 	case c.MaxLogs < 0 || c.MaxLogs > 100000:
 		return fmt.Errorf("qemu.max_logs %d is outside [0, 100000]", c.MaxLogs)
+	case strings.ContainsAny(c.SnapshotDir+c.StateDir, "'\x00\n"):
+		return fmt.Errorf("qemu.snapshot_dir and the state directory must not contain quotes, NUL or newlines")
 	}
 	return nil
 }
@@ -169,6 +187,12 @@ func configFrom(opts execution.Options) (Config, error) {
 			c.LogDir = v
 		case "max_logs":
 			c.MaxLogs, err = strconv.Atoi(v)
+		case "snapshot":
+			c.Snapshot, err = strconv.ParseBool(v)
+		case "snapshot_dir":
+			c.SnapshotDir = v
+		case "pool_prewarm":
+			c.PoolPrewarm, err = strconv.ParseBool(v)
 		default:
 			return c, fmt.Errorf("unknown setting %s", k)
 		}
@@ -181,6 +205,9 @@ func configFrom(opts execution.Options) (Config, error) {
 	}
 	if c.LogDir == "" {
 		c.LogDir = filepath.Join(c.StateDir, "glasshouse-vm-logs")
+	}
+	if c.SnapshotDir == "" {
+		c.SnapshotDir = filepath.Join(c.StateDir, "glasshouse-snapshots")
 	}
 	return c, c.Validate()
 }

@@ -17,6 +17,26 @@ import (
 	"glasshouse.dev/glasshouse/internal/testenv"
 )
 
+// snapshotDir is shared by every backend of the test binary, so that the
+// snapshot template is built once; TestMain removes it.
+var snapshotDir string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("GLASSHOUSE_REAP_CHILD") != "" {
+		// TestReap's child is killed, and never cleans up.
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "ghq-snap-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	snapshotDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // testArtifacts returns the guest artifacts directory: $GLASSHOUSE_ARTIFACTS
 // or artifacts/ at the repository root. It skips (fails under CI) when the
 // artifacts or QEMU are missing.
@@ -63,7 +83,7 @@ func newTestBackend(t testing.TB, settings map[string]string) (*Backend, *tracke
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := execution.Options{StateDir: state, ArtifactsDir: arts, Settings: map[string]string{"qemu.accel": "tcg"}}
+	opts := execution.Options{StateDir: state, ArtifactsDir: arts, Settings: map[string]string{"qemu.accel": "tcg", "qemu.snapshot_dir": snapshotDir}}
 	for k, v := range settings {
 		opts.Settings[k] = v
 	}

@@ -3,10 +3,13 @@
 package qemu
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -416,37 +419,215 @@ func TestGuestProfile(t *testing.T) {
 // rootDirPrefix is guest/init's chroot; it must not show in receipts.
 const rootDirPrefix = "/rootfs/"
 
-// TestNetworkModes checks that "none" keeps even loopback down, "loopback"
-// brings it up, and "full" is refused.
+// TestNetworkModes checks that "none" keeps even loopback down and
+// "loopback" brings it up, both without a network device, and that "full"
+// gives the guest a device through which it reaches a TCP listener on the
+// host (QEMU user-mode networking: the host is 10.0.2.2).
 func TestNetworkModes(t *testing.T) {
 	b, _ := newTestBackend(t, map[string]string{"qemu.pool": "1", "qemu.pool_collector": "false"})
-	code := `import socket
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	greeting := "hello-from-host-" + execution.NewID()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte(greeting))
+			c.Close()
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	code := fmt.Sprintf(`import os, socket
+print("devices:" + ",".join(sorted(os.listdir("/sys/class/net"))))
 try:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen()
     c = socket.create_connection(s.getsockname(), timeout=5)
-    print("connected")
+    print("loopback connected")
 except OSError as e:
-    print("error", e.errno)`
+    print("loopback error", e.errno)
+try:
+    c = socket.create_connection(("10.0.2.2", %d), timeout=20)
+    print("host said " + c.recv(100).decode())
+except OSError as e:
+    print("host error", e.errno)
+`, port)
 	for _, tt := range []struct {
 		network execution.Network
-		want    string
-	}{{execution.NetworkNone, "error"}, {execution.NetworkLoopback, "connected"}} {
+		want    []string
+	}{
+		{execution.NetworkNone, []string{"devices:lo\n", "loopback error", "host error"}},
+		{execution.NetworkLoopback, []string{"devices:lo\n", "loopback connected", "host error"}},
+		{execution.NetworkFull, []string{"devices:eth0,lo\n", "loopback connected", "host said " + greeting}},
+	} {
 		spec := python(code)
 		spec.Limits.Network = tt.network
 		run := runSpec(t, b, spec)
 		wantFailure(t, run, receipt.FailureNone)
-		if !strings.HasPrefix(string(run.Result.Stdout), tt.want) {
-			t.Errorf("network %s: stdout %q, want %s", tt.network, run.Result.Stdout, tt.want)
+		for _, w := range tt.want {
+			if !strings.Contains(string(run.Result.Stdout), w) {
+				t.Errorf("network %s: stdout %q lacks %q", tt.network, run.Result.Stdout, w)
+			}
 		}
 	}
-	spec := python("print(1)")
-	spec.Limits.Network = execution.NetworkFull
-	e, _ := execution.New(execution.Config{Backend: b})
-	if _, err := e.Run(context.Background(), spec); !errors.Is(err, execution.ErrInvalidSpec) {
-		t.Fatalf("network full: %v, want ErrInvalidSpec", err)
+}
+
+// TestSnapshotRestore restores guests from one template and checks that
+// each got fresh randomness from the host (the template's kernel random
+// state is shared until Wake reseeds it) and the host's clock, and that
+// files written by one run are not seen by the next (each guest gets its
+// own copy of the template's blank workspace).
+func TestSnapshotRestore(t *testing.T) {
+	b, _ := newTestBackend(t, map[string]string{"qemu.pool_collector": "false"})
+	code := `import os, time
+print(os.urandom(16).hex(), repr(time.time()), sorted(os.listdir(".")))
+with open("left-behind", "w") as f:
+    f.write("x")`
+	seen := map[string]bool{}
+	for i := 0; i < 3; i++ {
+		spec := python(code).WithDefaults()
+		inst, err := b.Prepare(context.Background(), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := inst.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		res, err := inst.Wait(context.Background())
+		host := time.Now()
+		ph := inst.(*instance).Phases()
+		inst.Cleanup(context.Background())
+		if err != nil || res.Err != nil || res.ExitCode != 0 {
+			t.Fatalf("run %d: %v %v %q", i, err, res.Err, res.Stderr)
+		}
+		if !ph.Restored {
+			t.Fatalf("run %d: guest was booted, not restored (phases %+v)", i, ph)
+		}
+		f := strings.Fields(string(res.Stdout))
+		if len(f) < 3 {
+			t.Fatalf("run %d: stdout %q", i, res.Stdout)
+		}
+		if seen[f[0]] {
+			t.Fatalf("run %d: random bytes %s repeat an earlier guest's", i, f[0])
+		}
+		seen[f[0]] = true
+		ts, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := host.Sub(time.Unix(0, int64(ts*1e9))); d < 0 || d > 30*time.Second {
+			t.Errorf("run %d: guest clock %s is %s away from the host's %s", i, time.Unix(0, int64(ts*1e9)), d, host)
+		}
+		if !strings.Contains(string(res.Stdout), "['lost+found', 'main.py']") {
+			t.Errorf("run %d: workspace %q, want only lost+found and main.py", i, strings.Join(f[2:], " "))
+		}
+		t.Logf("run %d: restore %s, wake %s, python %s", i, ph.Boot, ph.Wake, ph.Run)
 	}
+}
+
+// TestReap kills a process that owns a VM (as kill -9 of a server would)
+// and checks that Reap kills its QEMU and removes its directory, and
+// leaves alone the VM of a live owner.
+func TestReap(t *testing.T) {
+	if os.Getenv("GLASSHOUSE_REAP_CHILD") != "" {
+		reapChild(t)
+		return
+	}
+	b, tr := newTestBackend(t, map[string]string{"qemu.snapshot": "false"})
+	// A VM of a live owner (this process).
+	spec := python("print('alive')").WithDefaults()
+	spec.Env = map[string]string{executiontest.MarkerEnv: execution.NewID()}
+	mine, err := b.Prepare(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Cleanup(context.Background())
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestReap$", "-test.v")
+	cmd.Env = append(os.Environ(), "GLASSHOUSE_REAP_CHILD="+tr.state, "GLASSHOUSE_ARTIFACTS="+testArtifacts(t))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var dir string
+	var pid int
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if _, err := fmt.Sscanf(sc.Text(), "reap-child-ready %s %d", &dir, &pid); err == nil {
+			break
+		}
+	}
+	if dir == "" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal("the child never reported its VM")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	time.Sleep(200 * time.Millisecond)
+	if syscall.Kill(pid, 0) != nil {
+		t.Fatalf("the orphaned qemu %d is already gone: the test proves nothing", pid)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the dead owner's vm directory is already gone: %v", err)
+	}
+
+	n, err := b.Reap(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("Reap removed %d directories, want 1", n)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("vm directory %s left: %v", dir, err)
+	}
+	if syscall.Kill(pid, 0) == nil && !zombie(pid) {
+		t.Errorf("qemu %d still runs", pid)
+	}
+	// The live owner's VM is untouched and still runs.
+	if err := mine.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := mine.Wait(context.Background())
+	if err != nil || res.Err != nil || string(res.Stdout) != "alive\n" {
+		t.Fatalf("the live VM: %v %v %q", err, res.Err, res.Stdout)
+	}
+}
+
+// reapChild prepares a VM whose QEMU outlives this process, reports it and
+// waits to be killed.
+func reapChild(t *testing.T) {
+	opts := execution.Options{StateDir: os.Getenv("GLASSHOUSE_REAP_CHILD"), ArtifactsDir: os.Getenv("GLASSHOUSE_ARTIFACTS"),
+		Settings: map[string]string{"qemu.accel": "tcg", "qemu.snapshot": "false"}}
+	cfg, err := configFrom(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.orphanQEMU = true
+	inst, err := b.Prepare(context.Background(), python("print(1)").WithDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := inst.(*instance).m
+	fmt.Printf("reap-child-ready %s %d\n", m.dir, m.cmd.Process.Pid)
+	time.Sleep(time.Hour)
 }
 
 func reverse(s string) string {

@@ -168,29 +168,33 @@ func waitPath(ctx context.Context, p string) error {
 	}
 }
 
-// mountRoot mounts the read-only rootfs and the workspace under rootDir,
-// with a minimal /dev, /proc, /sys and /tmp for the workload.
-func mountRoot(ctx context.Context, log *slog.Logger, rootDev, workDev string) error {
+// findDisks returns the rootfs and workspace block devices: the ones named
+// on the command line, or those whose virtio serials are rootSerial and
+// workSerial.
+func findDisks(ctx context.Context, rootDev, workDev string) (string, string, error) {
 	var err error
 	if rootDev == "" {
 		if rootDev, err = waitDisk(ctx, rootSerial); err != nil {
-			return err
+			return "", "", err
 		}
 	} else if err = waitPath(ctx, rootDev); err != nil {
-		return err
+		return "", "", err
 	}
 	if workDev == "" {
 		if workDev, err = waitDisk(ctx, workSerial); err != nil {
-			return err
+			return "", "", err
 		}
 	} else if err = waitPath(ctx, workDev); err != nil {
-		return err
+		return "", "", err
 	}
-	log.Debug("disks found", "root", rootDev, "workspace", workDev)
-	w := rootDir + workspaceDir
+	return rootDev, workDev, nil
+}
+
+// mountRootfs mounts the read-only rootfs on rootDir, with a minimal /dev,
+// /proc, /sys and /tmp for the workload.
+func mountRootfs(rootDev string) error {
 	if err := mountAll([]mountPoint{
 		{rootDev, rootDir, "ext4", unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOATIME, "noload"},
-		{workDev, w, "ext4", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOATIME, "noinit_itable"},
 		{"proc", rootDir + "/proc", "proc", nosuidNodevNoexec, "hidepid=2"},
 		{"sysfs", rootDir + "/sys", "sysfs", nosuidNodevNoexec | unix.MS_RDONLY, ""},
 		{"tmpfs", rootDir + "/dev", "tmpfs", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0755,size=64k"},
@@ -204,6 +208,19 @@ func mountRoot(ctx context.Context, log *slog.Logger, rootDev, workDev string) e
 	return mountAll([]mountPoint{
 		{"tmpfs", rootDir + "/dev/shm", "tmpfs", nosuidNodevNoexec, "mode=1777"},
 		{"devpts", rootDir + "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"},
+	})
+}
+
+// mountWorkspace mounts the per-run workspace disk on the rootfs's
+// /workspace. The kernel's cached blocks of the device are dropped first: a
+// guest restored from a snapshot probed the template's disk, not this one.
+func mountWorkspace(workDev string) error {
+	if fd, err := unix.Open(workDev, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		_ = unix.IoctlSetInt(fd, unix.BLKFLSBUF, 0)
+		unix.Close(fd)
+	}
+	return mountAll([]mountPoint{
+		{workDev, rootDir + workspaceDir, "ext4", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOATIME, "noinit_itable"},
 	})
 }
 

@@ -31,7 +31,15 @@ type cmdline struct {
 	// whose virtio-blk devices carry no serial (glasshouse.rootdev=,
 	// glasshouse.workdev=); by default disks are found by serial.
 	rootDev, workDev string
-	debug            bool
+	// snapshot boots a snapshot template (glasshouse.snapshot=1): the
+	// guest mounts no workspace and, once the handshake is done, waits for
+	// the Wake of a guest restored from its snapshot.
+	snapshot bool
+	// net loads the network modules ("net:" in load.order) and sets up
+	// the guest's network device for runs with network "full"
+	// (glasshouse.net=1).
+	net   bool
+	debug bool
 }
 
 // maxCmdline bounds what parseCmdline reads; the kernel's own limit is 2048
@@ -80,6 +88,10 @@ func parseCmdline(s string) cmdline {
 			if devPath(v) {
 				c.workDev = v
 			}
+		case "glasshouse.snapshot":
+			c.snapshot = v == "" || v == "1"
+		case "glasshouse.net":
+			c.net = v == "" || v == "1"
 		case "glasshouse.debug":
 			c.debug = v == "" || v == "1"
 		}

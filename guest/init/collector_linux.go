@@ -24,10 +24,13 @@ const collectorName = "ebpf-guest"
 // first use: loading takes seconds under emulation, which a run that is not
 // profiled should not pay. Pooled guests load it before they report ready.
 type lazyCollector struct {
-	log  *slog.Logger
-	once sync.Once
-	c    profiling.Controller
-	err  error
+	log   *slog.Logger
+	clock *guestClock
+	once  sync.Once
+	c     profiling.Controller
+	err   error
+	// shiftAtLoad is the clock's total step when the collector loaded.
+	shiftAtLoad time.Duration
 }
 
 // precheck says, without loading anything, whether the guest kernel can
@@ -46,6 +49,9 @@ func (l *lazyCollector) get() (profiling.Controller, error) {
 			return
 		}
 		start := time.Now()
+		if l.clock != nil {
+			l.shiftAtLoad = l.clock.shift()
+		}
 		c, err := audit.Open(audit.Config{RingBytes: collectorRing, Logger: l.log})
 		if err != nil {
 			l.err = fmt.Errorf("load the eBPF collector: %w", err)

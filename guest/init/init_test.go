@@ -16,6 +16,12 @@ func TestParseCmdline(t *testing.T) {
 	if c := parseCmdline("glasshouse.rootdev=/dev/vda glasshouse.workdev=/etc/passwd glasshouse.collector=eager"); c.rootDev != "/dev/vda" || c.workDev != "" || !c.eagerCollector {
 		t.Fatalf("disk options: %+v", c)
 	}
+	if c := parseCmdline("glasshouse.snapshot=1 glasshouse.net"); !c.snapshot || !c.net {
+		t.Fatalf("snapshot options: %+v", c)
+	}
+	if c := parseCmdline("glasshouse.snapshot=0 glasshouse.net=yes"); c.snapshot || c.net {
+		t.Fatalf("snapshot options: %+v", c)
+	}
 	if c := parseCmdline("glasshouse.vsock=99999999999 glasshouse.port=" + string(make([]byte, 300))); c.vsockPort != 0 || c.port != "" {
 		t.Fatalf("out-of-range values accepted: %+v", c)
 	}

@@ -92,7 +92,7 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 		return err
 	}
 	log.Info("glasshouse init started", "uptime_ms", initStart/1e6)
-	loadModules(log, "/lib/modules/load.order", map[string]bool{"vsock": opts.vsockPort != 0})
+	loadModules(log, "/lib/modules/load.order", map[string]bool{"vsock": opts.vsockPort != 0, "net": opts.net})
 	log.Debug("modules loaded", "uptime_ms", boottime()/1e6)
 
 	ctx, cancel := context.WithTimeout(context.Background(), opts.deviceWait)
@@ -103,7 +103,17 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 	}
 	defer conn.Close()
 	log.Debug("transport open", "uptime_ms", boottime()/1e6)
-	if err := mountRoot(ctx, log, opts.rootDev, opts.workDev); err != nil {
+	rootDev, workDev, err := findDisks(ctx, opts.rootDev, opts.workDev)
+	if err == nil {
+		log.Debug("disks found", "root", rootDev, "workspace", workDev)
+		err = mountRootfs(rootDev)
+	}
+	if err == nil && !opts.snapshot {
+		// A snapshot template mounts its workspace only once restored:
+		// each restored guest gets a disk of its own.
+		err = mountWorkspace(workDev)
+	}
+	if err != nil {
 		sendError(conn, transport.CodeInternal, err)
 		return err
 	}
@@ -118,7 +128,8 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 		prewarm(log)
 		log.Debug("python prewarmed", "uptime_ms", boottime()/1e6)
 	}
-	collector := &lazyCollector{log: log}
+	clock := &guestClock{}
+	collector := &lazyCollector{log: log, clock: clock}
 	hello := transport.Hello{Kernel: kernelRelease(), InitStartNS: initStart, Collector: collectorName}
 	var collectorErr error
 	if opts.eagerCollector {
@@ -132,11 +143,22 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 	hello.ReadyNS = boottime()
 	hctx, hcancel := context.WithTimeout(context.Background(), opts.helloWait)
 	defer hcancel()
-	if _, err := transport.GuestHandshake(hctx, conn, hello); err != nil {
+	welcome, err := transport.GuestHandshake(hctx, conn, hello)
+	if err != nil {
 		return err
 	}
 	log.Info("glasshouse init ready", "uptime_ms", boottime()/1e6)
-	s := &session{log: log, conn: conn, cg: cg, collector: collector}
+	if opts.snapshot {
+		if welcome.Version < 2 {
+			return fmt.Errorf("snapshot boot: the host speaks transport version %d, waking needs 2", welcome.Version)
+		}
+		// The host saves the VM here; every guest restored from it goes on
+		// from this point, with the Wake frame as its first input.
+		if err := awaitWake(log, conn, clock, workDev); err != nil {
+			return err
+		}
+	}
+	s := &session{log: log, conn: conn, cg: cg, collector: collector, clock: clock, net: opts.net}
 	return s.serve()
 }
 

@@ -31,8 +31,8 @@ type profiler struct {
 type eventSink struct {
 	conn *transport.Conn
 	// shift corrects event times: the collector converts kernel time to
-	// wall time with the clock it saw when it loaded, before init set the
-	// clock from the host's.
+	// wall time with the clock it saw when it loaded, before init stepped
+	// the clock to the host's.
 	shift time.Duration
 	mu    sync.Mutex
 	batch []profiling.Event

@@ -37,6 +37,9 @@ type session struct {
 	conn      *transport.Conn
 	cg        *cgroup
 	collector *lazyCollector
+	clock     *guestClock
+	// net says the guest has a network device (glasshouse.net=1).
+	net bool
 }
 
 // serve receives input files and the Run request, runs it and reports.
@@ -176,12 +179,11 @@ func lookPath(argv0 string, env []string) (string, error) {
 // and Done.
 func (s *session) execute(r *transport.Run) error {
 	received := time.Now()
-	var shift time.Duration
 	if r.HostTimeNS > 0 {
-		shift = time.Duration(r.HostTimeNS - received.UnixNano())
-		tv := unix.NsecToTimeval(r.HostTimeNS)
-		if err := unix.Settimeofday(&tv); err != nil {
-			shift = 0
+		// A failure leaves the guest's clock; event times stay comparable
+		// within the run.
+		if _, err := s.clock.set(r.HostTimeNS); err != nil {
+			s.log.Warn("set clock", "err", err)
 		}
 		received = time.Now()
 	}
@@ -201,7 +203,11 @@ func (s *session) execute(r *transport.Run) error {
 		}
 	}
 	if r.Network == "full" {
-		notes = append(notes, "network full: the guest has no network device; only loopback is up")
+		if !s.net {
+			notes = append(notes, "network full: the guest has no network device; only loopback is up")
+		} else if err := setupNetwork(); err != nil {
+			notes = append(notes, "network full: "+err.Error())
+		}
 	}
 
 	var (
@@ -211,7 +217,9 @@ func (s *session) execute(r *transport.Run) error {
 	if r.Profile {
 		var ctrl profiling.Controller
 		if ctrl, profErr = s.collector.get(); profErr == nil {
-			prof, profErr = startProfiler(s.conn, ctrl, s.cg, shift)
+			// The collector converts kernel time to wall time with the
+			// clock it saw when it loaded; correct for the steps since.
+			prof, profErr = startProfiler(s.conn, ctrl, s.cg, s.clock.shift()-s.collector.shiftAtLoad)
 		}
 	}
 

@@ -82,14 +82,27 @@ const (
 	// TypeDone (G→H) is the last frame of a run: a Done message. The guest
 	// powers off after sending it.
 	TypeDone
+	// TypeWake (H→G, version 2) wakes a guest restored from a snapshot: a
+	// Wake message. It is the first frame the host sends to a restored
+	// guest, which answers TypeAwake.
+	TypeWake
+	// TypeAwake (G→H, version 2) says a restored guest reseeded its random
+	// number generator, set its clock and mounted its workspace: an Awake
+	// message.
+	TypeAwake
+	// TypeParked (G→H, version 2) says a snapshot template took the
+	// host's Welcome and now only waits for Wake: the host may save it. A
+	// Parked message.
+	TypeParked
 
-	typeLast = TypeDone
+	typeLast = TypeParked
 )
 
 var typeNames = [...]string{
 	TypeHello: "hello", TypeWelcome: "welcome", TypeRun: "run", TypeFile: "file",
 	TypeStdin: "stdin", TypeStarted: "started", TypeStdout: "stdout", TypeStderr: "stderr",
 	TypeEvents: "events", TypeExit: "exit", TypeKill: "kill", TypeError: "error", TypeDone: "done",
+	TypeWake: "wake", TypeAwake: "awake", TypeParked: "parked",
 }
 
 func (t Type) String() string {

@@ -29,6 +29,9 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(AppendFrame(nil, TypeEvents, []byte(`{"events":[{"Kind":1,"PID":3,"Argv":["a"]}]}`)))
 	f.Add(AppendFrame(nil, TypeFile, AppendFileChunk(nil, &FileChunk{Path: "a/b", Data: []byte("x"), Last: true})))
 	f.Add(AppendFrame(nil, TypeExit, []byte(`{"exit_code":1,"notes":["x"]}`)))
+	f.Add(AppendFrame(nil, TypeWake, []byte(`{"entropy":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","host_time_ns":1,"prewarm":true}`)))
+	f.Add(AppendFrame(nil, TypeAwake, []byte(`{"reseed_error":"x","mount_ns":5,"wake_ns":-1}`)))
+	f.Add(AppendFrame(nil, TypeParked, []byte(`{"ready_ns":7}`)))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1})
 	f.Add([]byte{0, 0, 0, 1})
 	const max = 4096
@@ -71,6 +74,12 @@ func decodeAny(t *testing.T, fr Frame) {
 		v = &Kill{}
 	case TypeError:
 		v = &Error{}
+	case TypeWake:
+		v = &Wake{}
+	case TypeAwake:
+		v = &Awake{}
+	case TypeParked:
+		v = &Parked{}
 	case TypeFile:
 		c, err := DecodeFileChunk(fr)
 		if err != nil {

@@ -11,10 +11,11 @@ import (
 )
 
 // Protocol versions this package speaks. The guest offers a range in Hello;
-// the host picks the highest version both know in Welcome.
+// the host picks the highest version both know in Welcome. Version 2 adds
+// Wake and Awake (snapshot restore).
 const (
 	MinVersion = 1
-	MaxVersion = 1
+	MaxVersion = 2
 )
 
 // Magic opens Hello and Welcome so that a stray stream is told apart from a
@@ -286,6 +287,12 @@ func messageType(v any) (Type, bool) {
 		return TypeKill, true
 	case *Error:
 		return TypeError, true
+	case *Wake:
+		return TypeWake, true
+	case *Awake:
+		return TypeAwake, true
+	case *Parked:
+		return TypeParked, true
 	}
 	return 0, false
 }

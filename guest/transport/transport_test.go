@@ -347,3 +347,28 @@ func TestFindVirtioPort(t *testing.T) {
 		t.Fatal("found a missing port")
 	}
 }
+
+func TestWakeBounds(t *testing.T) {
+	ok := Wake{Entropy: make([]byte, MinWakeEntropy), HostTimeNS: 1}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range map[string]Wake{
+		"short entropy": {Entropy: make([]byte, MinWakeEntropy-1), HostTimeNS: 1},
+		"long entropy":  {Entropy: make([]byte, MaxWakeEntropy+1), HostTimeNS: 1},
+		"no clock":      {Entropy: make([]byte, MinWakeEntropy)},
+	} {
+		f, err := Encode(&w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Wake
+		if err := Decode(f, &got); !errors.Is(err, ErrBadFrame) {
+			t.Errorf("%s: Decode = %v, want ErrBadFrame", name, err)
+		}
+	}
+	f, _ := Encode(&Awake{WakeNS: -1})
+	if err := Decode(f, &Awake{}); !errors.Is(err, ErrBadFrame) {
+		t.Errorf("negative awake duration: %v", err)
+	}
+}

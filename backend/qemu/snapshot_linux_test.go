@@ -1,0 +1,151 @@
+//go:build linux
+
+package qemu
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// fakeArtifacts writes small stand-ins for the guest artifacts.
+func fakeArtifacts(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{KernelFile, InitramfsFile, RootfsFile} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("content of "+f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestSnapshotKey checks that a template's key changes with everything its
+// memory depends on, and that check notices a changed artifact.
+func TestSnapshotKey(t *testing.T) {
+	arts := fakeArtifacts(t)
+	newB := func(mutate func(*Config)) *Backend {
+		cfg := DefaultConfig()
+		cfg.Binary, cfg.ArtifactsDir, cfg.StateDir = "/bin/true", arts, t.TempDir()
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		b, err := New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a, err := findArtifacts(arts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(b *Backend, accel string, v variant) string {
+		k, _, err := b.snapshotKey(a, accel, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	base := newB(nil)
+	k0 := key(base, "tcg", variant{})
+	if k := key(newB(nil), "tcg", variant{}); k != k0 {
+		t.Fatal("the key is not stable")
+	}
+	for name, k := range map[string]string{
+		"accel":     key(base, "kvm", variant{}),
+		"net":       key(base, "tcg", variant{net: true}),
+		"collector": key(base, "tcg", variant{collector: true}),
+		"memory":    key(newB(func(c *Config) { c.MemoryBytes = 512 << 20 }), "tcg", variant{}),
+		"cpus":      key(newB(func(c *Config) { c.CPUs = 2 }), "tcg", variant{}),
+		"workspace": key(newB(func(c *Config) { c.Workspace = 64 << 20 }), "tcg", variant{}),
+		"cmdline":   key(newB(func(c *Config) { c.KernelArgs = "x=1" }), "tcg", variant{}),
+	} {
+		if k == k0 {
+			t.Errorf("changing the %s keeps the key", name)
+		}
+	}
+	_, idents, err := base.snapshotKey(a, "tcg", variant{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &snapshot{idents: idents}
+	if err := s.check(); err != nil {
+		t.Fatal(err)
+	}
+	// A rebuilt initramfs: new content, new file.
+	tmp := a.initramfs + ".new"
+	if err := os.WriteFile(tmp, []byte("another initramfs"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, a.initramfs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.check(); err == nil {
+		t.Error("check missed the rebuilt initramfs")
+	}
+	if k := key(base, "tcg", variant{}); k == k0 {
+		t.Error("the key did not change with the initramfs")
+	}
+}
+
+func TestCopySparse(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 20
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 1 << 20, 40<<20 + 123, size - 5} {
+		if _, err := f.WriteAt([]byte("data!"), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	if err := copySparse(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(src)
+	b, _ := os.ReadFile(dst)
+	if !bytes.Equal(a, b) {
+		t.Fatal("the copy differs")
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dst, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 > 4<<20 {
+		t.Errorf("the copy allocates %d bytes: holes were filled", st.Blocks*512)
+	}
+	if err := copySparse(src, dst); err == nil {
+		t.Error("copySparse overwrote an existing file")
+	}
+}
+
+func TestOwnerDead(t *testing.T) {
+	self := os.Getpid()
+	for name, want := range map[string]bool{
+		vmDirPrefix + "1-x":                   false, // init lives
+		vmDirPrefix + strconv.Itoa(self) + "-abc":     false,
+		vmDirPrefix + "999999999-abc":         true,
+		vmDirPrefix + "123456789":             false, // the old, ownerless format
+		vmDirPrefix + "x-1":                   false,
+		"other-999999999-abc":                 false,
+		buildPrefix + "999999999-1":           false, // wrong prefix for this check
+		vmDirPrefix + "-5-x":                  false,
+		vmDirPrefix + "0-x":                   false,
+		vmDirPrefix + "99999999999999999999-": false,
+	} {
+		if got := ownerDead(name, vmDirPrefix); got != want {
+			t.Errorf("ownerDead(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -1,0 +1,121 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"glasshouse.dev/glasshouse/guest/transport"
+)
+
+// guestClock sets the guest's wall clock from the host's and remembers by
+// how much it moved it in all, so that event times taken with an earlier
+// calibration can be corrected.
+type guestClock struct {
+	mu    sync.Mutex
+	total time.Duration
+}
+
+// set sets the wall clock to hostNS (Unix ns) and returns the step.
+func (c *guestClock) set(hostNS int64) (time.Duration, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	step := time.Duration(hostNS - time.Now().UnixNano())
+	tv := unix.NsecToTimeval(hostNS)
+	if err := unix.Settimeofday(&tv); err != nil {
+		return 0, fmt.Errorf("set the clock: %w", err)
+	}
+	c.total += step
+	return step, nil
+}
+
+// shift is how far the clock was stepped in all.
+func (c *guestClock) shift() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total
+}
+
+// awaitWake waits for the host's Wake after a snapshot restore: it mixes
+// the host's entropy into the kernel's pool and forces a reseed (every guest
+// restored from one snapshot shares the template's random state), sets the
+// clock, mounts this guest's own workspace disk and answers Awake.
+func awaitWake(log *slog.Logger, conn *transport.Conn, clock *guestClock, workDev string) error {
+	if err := conn.Send(&transport.Parked{ReadyNS: boottime()}); err != nil {
+		return fmt.Errorf("park: %w", err)
+	}
+	f, err := conn.ReadFrame()
+	if err != nil {
+		return fmt.Errorf("wait for wake: %w", err)
+	}
+	start := time.Now()
+	var w transport.Wake
+	if err := transport.Decode(f, &w); err != nil {
+		sendError(conn, transport.CodeInvalid, err)
+		return err
+	}
+	var a transport.Awake
+	if err := reseed(w.Entropy); err != nil {
+		a.ReseedError = clipMessage(err.Error())
+	}
+	if _, err := clock.set(w.HostTimeNS); err != nil {
+		a.ClockError = clipMessage(err.Error())
+	}
+	// Time spent after the clock is set is measured on the new clock.
+	start = time.Now()
+	if err := mountWorkspace(workDev); err != nil {
+		err = fmt.Errorf("mount workspace: %w", err)
+		sendError(conn, transport.CodeInternal, err)
+		return err
+	}
+	a.MountNS = time.Since(start).Nanoseconds()
+	if w.Prewarm {
+		p := time.Now()
+		prewarm(log)
+		a.PrewarmNS = time.Since(p).Nanoseconds()
+	}
+	a.WakeNS = time.Since(start).Nanoseconds()
+	log.Debug("awake", "mount_ms", a.MountNS/1e6, "prewarm_ms", a.PrewarmNS/1e6, "reseed_error", a.ReseedError)
+	return conn.Send(&a)
+}
+
+// reseed credits entropy to the kernel's input pool (RNDADDENTROPY) and
+// makes the kernel's CRNG reseed from it at once (RNDRESEEDCRNG), so that
+// no two restored guests produce the same random numbers.
+func reseed(entropy []byte) error {
+	if len(entropy) < transport.MinWakeEntropy {
+		return fmt.Errorf("reseed: %d bytes of entropy is too few", len(entropy))
+	}
+	fd, err := unix.Open("/dev/urandom", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("reseed: %w", err)
+	}
+	defer unix.Close(fd)
+	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+	info := make([]byte, 8+(len(entropy)+3)&^3)
+	binary.NativeEndian.PutUint32(info[0:], uint32(len(entropy)*8))
+	binary.NativeEndian.PutUint32(info[4:], uint32(len(entropy)))
+	copy(info[8:], entropy)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&info[0]))); e != 0 {
+		return fmt.Errorf("reseed: RNDADDENTROPY: %w", e)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.RNDRESEEDCRNG, 0); e != 0 {
+		return fmt.Errorf("reseed: RNDRESEEDCRNG: %w", e)
+	}
+	return nil
+}
+
+func clipMessage(s string) string {
+	if len(s) > transport.MaxMessageLen {
+		return s[:transport.MaxMessageLen]
+	}
+	return s
+}
+
