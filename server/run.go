@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -191,7 +190,7 @@ func (s *Server) execute(tenant string, bs *backendState, plan *Plan, ev executi
 	now := time.Now()
 	draft := bs.engine.Draft(id, plan.Spec)
 	draft.StartedAt = receipt.At(now)
-	draftJSON, err := json.Marshal(draft)
+	draftJSON, err := receipt.MarshalCompact(draft)
 	if err != nil {
 		return nil, errorf(http.StatusInternalServerError, "encode draft receipt: %v", err)
 	}

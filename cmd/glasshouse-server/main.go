@@ -89,6 +89,7 @@ func run(args []string, stderr io.Writer) int {
 		logLevel        = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat       = fs.String("log-format", "json", "json or text")
 		showVersion     = fs.Bool("version", false, "print the version and exit")
+		pprofAddr       = fs.String("pprof", "", "serve Go runtime profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	)
 	backendSettings := settings{}
 	fs.Var(backendSettings, "setting", "backend setting name=value (repeatable)")
@@ -116,7 +117,7 @@ func run(args []string, stderr io.Writer) int {
 		allowUnisolated: *allowUnisolated, maxConc: *maxConc, maxQueue: *maxQueue,
 		profile: *profile, signingKey: *signingKey, stateDir: *stateDir, artifactsDir: *artifactsDir,
 		settings: backendSettings, retention: store.Retention{MaxAge: *retainAge, MaxCount: *retainCount},
-		grace: *grace, synchronous: *synchronous, node: *node,
+		grace: *grace, synchronous: *synchronous, node: *node, pprof: *pprofAddr,
 		limits: server.Limits{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, MaxCodeBytes: *maxCode, MaxTimeout: *maxTimeout},
 	}); err != nil {
 		log.Error("glasshouse-server failed", "err", err)
@@ -135,6 +136,7 @@ type options struct {
 	retention                            store.Retention
 	grace                                time.Duration
 	synchronous, node                    string
+	pprof                                string
 	limits                               server.Limits
 }
 
@@ -157,6 +159,11 @@ func serve(log *slog.Logger, o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	if o.pprof != "" {
+		if err := servePprof(ctx, o.pprof, log); err != nil {
+			return err
+		}
+	}
 	loopback, err := server.IsLoopback(ctx, o.listen)
 	if err != nil {
 		return err

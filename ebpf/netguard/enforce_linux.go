@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -70,6 +71,11 @@ func Enforce(cgroupDir string, mode execution.Network) error {
 // for the attach type. Copies beyond the first (attached by earlier,
 // buggy versions) are detached: they are identical and each one costs
 // every socket call of every run.
+//
+// Every run of the CLI asks this for every program of its mode, so the
+// names are read with one BPF_OBJ_GET_INFO_BY_FD each (the kernel's
+// 15-byte name) instead of through ebpf.Program.Info, which also fetches
+// the program's BTF and /proc fdinfo.
 func attached(cgroupFD int, at ebpf.AttachType, name string) (bool, error) {
 	res, err := link.QueryPrograms(link.QueryOptions{Target: cgroupFD, Attach: at})
 	if err != nil {
@@ -77,29 +83,82 @@ func attached(cgroupFD int, at ebpf.AttachType, name string) (bool, error) {
 	}
 	found := false
 	for _, ap := range res.Programs {
-		prog, err := ebpf.NewProgramFromID(ap.ID)
-		if errors.Is(err, os.ErrNotExist) {
+		fd, err := progFDByID(uint32(ap.ID))
+		if errors.Is(err, unix.ENOENT) {
 			continue // detached meanwhile
 		} else if err != nil {
-			return false, err
+			return false, fmt.Errorf("open program %d: %w", ap.ID, err)
 		}
-		info, err := prog.Info()
+		reported, err := progName(fd)
 		if err != nil {
-			prog.Close()
-			return false, err
+			unix.Close(fd)
+			return false, fmt.Errorf("read name of program %d: %w", ap.ID, err)
 		}
-		if sameName(info.Name, name) {
-			if found {
-				err = link.RawDetachProgram(link.RawDetachProgramOptions{Target: cgroupFD, Program: prog, Attach: at})
-			}
-			found = true
+		if !sameName(reported, name) {
+			unix.Close(fd)
+			continue
 		}
-		prog.Close()
+		if found {
+			err = detachDuplicate(cgroupFD, at, fd)
+		} else {
+			unix.Close(fd)
+		}
+		found = true
 		if err != nil && !errors.Is(err, unix.ENOENT) {
 			return false, fmt.Errorf("detach duplicate %s: %w", name, err)
 		}
 	}
 	return found, nil
+}
+
+// detachDuplicate detaches the program behind fd, which it takes over.
+func detachDuplicate(cgroupFD int, at ebpf.AttachType, fd int) error {
+	prog, err := ebpf.NewProgramFromFD(fd)
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	defer prog.Close()
+	return link.RawDetachProgram(link.RawDetachProgramOptions{Target: cgroupFD, Program: prog, Attach: at})
+}
+
+// progFDByID opens the program with the given id (BPF_PROG_GET_FD_BY_ID).
+func progFDByID(id uint32) (int, error) {
+	attr := struct{ id, nextID, openFlags uint32 }{id: id}
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_GET_FD_BY_ID, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	if errno != 0 {
+		return -1, errno
+	}
+	unix.CloseOnExec(int(fd))
+	return int(fd), nil
+}
+
+// progInfo is the start of struct bpf_prog_info, up to the name.
+type progInfo struct {
+	typ, id                           uint32
+	tag                               [8]byte
+	jitedLen, xlatedLen               uint32
+	jitedInsns, xlatedInsns, loadTime uint64
+	createdByUID, nrMapIDs            uint32
+	mapIDs                            uint64
+	name                              [unix.BPF_OBJ_NAME_LEN]byte
+}
+
+// progName returns the kernel's name of the program behind fd
+// (BPF_OBJ_GET_INFO_BY_FD): at most BPF_OBJ_NAME_LEN-1 bytes.
+func progName(fd int) (string, error) {
+	var info progInfo
+	// The pointer is typed, so that the runtime keeps it valid if the
+	// stack moves before the call.
+	attr := struct {
+		fd, infoLen uint32
+		info        unsafe.Pointer
+	}{fd: uint32(fd), infoLen: uint32(unsafe.Sizeof(info)), info: unsafe.Pointer(&info)}
+	_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_OBJ_GET_INFO_BY_FD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	if errno != 0 {
+		return "", errno
+	}
+	return unix.ByteSliceToString(info.name[:]), nil
 }
 
 // sameName compares a program's reported name with its name in the object.

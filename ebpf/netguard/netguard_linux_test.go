@@ -19,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/internal/cgroup"
@@ -426,4 +428,135 @@ func TestSameName(t *testing.T) {
 			t.Errorf("sameName(%q, %q) = %v", c.reported, c.name, got)
 		}
 	}
+}
+
+// TestProgNameMatchesInfo checks the cheap name lookup Enforce uses against
+// cilium/ebpf's ProgramInfo for every program of both modes.
+func TestProgNameMatchesInfo(t *testing.T) {
+	for _, mode := range []execution.Network{execution.NetworkNone, execution.NetworkLoopback} {
+		g := newGroup(t)
+		attach(t, g.Path(), mode)
+		f, err := os.Open(g.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for _, p := range modes[mode] {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: p.attach})
+			if err != nil || len(res.Programs) != 1 {
+				t.Fatalf("%s: query: %v (%d programs)", p.name, err, len(res.Programs))
+			}
+			fd, err := progFDByID(uint32(res.Programs[0].ID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := progName(fd)
+			unix.Close(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := infoName(t, res.Programs[0].ID)
+			if len(want) > unix.BPF_OBJ_NAME_LEN-1 {
+				want = want[:unix.BPF_OBJ_NAME_LEN-1]
+			}
+			if got != want || !sameName(got, p.name) {
+				t.Errorf("%s: progName = %q, ProgramInfo name (truncated) = %q", p.name, got, want)
+			}
+		}
+	}
+	if _, err := progFDByID(0); err == nil {
+		t.Error("progFDByID(0) succeeded")
+	}
+}
+
+// infoName is the program's name as cilium/ebpf's ProgramInfo reports it:
+// the check Enforce made before it read names directly.
+func infoName(tb testing.TB, id ebpf.ProgramID) string {
+	tb.Helper()
+	prog, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info.Name
+}
+
+// TestEnforceDetachesDuplicates attaches the policy twice, as versions
+// before Enforce compared names correctly did, and expects Enforce to
+// leave one copy of each program.
+func TestEnforceDetachesDuplicates(t *testing.T) {
+	g := newGroup(t)
+	attach(t, g.Path(), execution.NetworkNone)
+	attach(t, g.Path(), execution.NetworkNone)
+	if err := Enforce(g.Path(), execution.NetworkNone); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(g.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range modes[execution.NetworkNone] {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: p.attach})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(res.Programs); n != 1 {
+			t.Errorf("%s: %d programs attached after Enforce, want 1", p.name, n)
+		}
+	}
+}
+
+// BenchmarkEnforce measures Enforce on a cgroup where the policy is already
+// in force: what every CLI run pays. "info" is the same check reading names
+// through ebpf.Program.Info, as Enforce did before: the baseline.
+//
+//	go test ./ebpf/netguard -run '^$' -bench BenchmarkEnforce
+func BenchmarkEnforce(b *testing.B) {
+	testenv.RequireRoot(b)
+	layout, err := cgroup.Detect()
+	if err != nil {
+		b.Skip(err)
+	}
+	g, err := layout.Create("glasshouse-test", fmt.Sprintf("netguard-bench-%d", os.Getpid()), cgroup.Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Remove()
+	if err := Enforce(g.Path(), execution.NetworkNone); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			if err := Enforce(g.Path(), execution.NetworkNone); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("info", func(b *testing.B) {
+		f, err := os.Open(g.Path())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		for b.Loop() {
+			for _, p := range modes[execution.NetworkNone] {
+				res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: p.attach})
+				if err != nil {
+					b.Fatal(err)
+				}
+				found := false
+				for _, ap := range res.Programs {
+					found = found || sameName(infoName(b, ap.ID), p.name)
+				}
+				if !found {
+					b.Fatalf("%s not attached", p.name)
+				}
+			}
+		}
+	})
 }

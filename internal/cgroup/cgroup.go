@@ -6,9 +6,9 @@
 // /sys/fs/cgroup/unified without controllers, v1 controllers beside it).
 // On both, every run gets a cgroup2 directory: its id scopes eBPF
 // collection, the child is cloned straight into it (CLONE_INTO_CGROUP) and
-// cgroup.kill ends the whole tree. On hybrid hosts the v1 memory, pids, cpu
-// and cpuacct controllers carry the limits; see StartInGroup for how the
-// child enters them without a window.
+// cgroup.kill ends the whole tree. On hybrid hosts the v1 memory, pids and
+// cpu controllers carry the limits; see StartInGroup for how the child
+// enters them without a window.
 //
 // A Layout is safe for concurrent use; a Group belongs to one run.
 package cgroup
@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -35,8 +34,15 @@ type Layout struct {
 	V1 map[string]string
 }
 
-// v1Controllers are the v1 controllers a run joins on hybrid hosts.
+// v1Controllers are the v1 controllers Detect reports on hybrid hosts.
 var v1Controllers = []string{"memory", "pids", "cpu", "cpuacct"}
+
+// joinedControllers are the v1 controllers a run gets directories in on
+// hybrid hosts: the ones that carry its limits and CPU share. cpuacct is
+// not among them: a run's CPU time comes from its cgroup2 cpu.stat, which
+// the kernel keeps without any controller, so a cpuacct directory would
+// cost every run a mkdir, two migrations and an rmdir for nothing.
+var joinedControllers = []string{"memory", "pids", "cpu"}
 
 // Detect reads /proc/self/mountinfo and returns the host's layout.
 func Detect() (*Layout, error) {
@@ -116,44 +122,4 @@ type Limits struct {
 	PIDs        int64
 	// CPUMillis is CPU bandwidth in thousandths of a core.
 	CPUMillis int64
-}
-
-// writeFile writes v to dir/name, the way cgroup files want it.
-func writeFile(dir, name, v string) error {
-	if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
-}
-
-// readInt reads a file holding one integer ("max" reads as -1).
-func readInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "max" {
-		return -1, nil
-	}
-	return strconv.ParseInt(s, 10, 64)
-}
-
-// readKeyed reads a "key value" file (cpu.stat, memory.events) into a map.
-func readKeyed(path string) (map[string]int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]int64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
-			m[k] = n
-		}
-	}
-	return m, nil
 }

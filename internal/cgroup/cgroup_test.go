@@ -4,6 +4,7 @@ package cgroup
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,4 +155,89 @@ func BenchmarkSetup(b *testing.B) {
 		}
 		b.StartTimer()
 	}
+}
+
+// TestSpawnerReturnsHome starts children in groups from several goroutines
+// at once and checks that each child is in its group's v1 directories while
+// no thread of this process is left in any of them.
+func TestSpawnerReturnsHome(t *testing.T) {
+	l, g0, parent := newTestGroup(t, Limits{PIDs: 8})
+	if !l.Hybrid() {
+		t.Skip("no v1 controllers: children are cloned into the cgroup2 directory directly")
+	}
+	if err := g0.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	errc := make(chan error, n)
+	for i := range n {
+		go func() {
+			errc <- func() error {
+				g, err := l.Create(parent, "s"+strconv.Itoa(i), Limits{PIDs: 8, MemoryBytes: 64 << 20})
+				if err != nil {
+					return err
+				}
+				defer g.Remove()
+				cmd := exec.Command("cat", "/proc/self/cgroup")
+				var out strings.Builder
+				r, w, err := os.Pipe()
+				if err != nil {
+					return err
+				}
+				cmd.Stdout = w
+				if err := g.StartInGroup(cmd); err != nil {
+					w.Close()
+					r.Close()
+					return err
+				}
+				w.Close()
+				b := make([]byte, 4096)
+				for {
+					k, err := r.Read(b)
+					out.Write(b[:k])
+					if err != nil {
+						break
+					}
+				}
+				r.Close()
+				if err := cmd.Wait(); err != nil {
+					return err
+				}
+				name := "/" + parent + "/s" + strconv.Itoa(i)
+				for _, c := range []string{"memory", "pids"} {
+					if !inCgroup(out.String(), c, name) {
+						return fmt.Errorf("child %d not in its %s cgroup:\n%s", i, c, out.String())
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range n {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+	tasks, _ := filepath.Glob("/proc/self/task/*/cgroup")
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread exited
+		}
+		if strings.Contains(string(b), "/"+parent+"/") {
+			t.Errorf("thread %s stayed in a run cgroup:\n%s", f, b)
+		}
+	}
+}
+
+// inCgroup reports whether a /proc/PID/cgroup listing puts controller c at
+// path.
+func inCgroup(listing, c, path string) bool {
+	for _, line := range strings.Split(listing, "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 && strings.Contains(","+parts[1]+",", ","+c+",") {
+			return parts[2] == path
+		}
+	}
+	return false
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,7 +116,7 @@ func (g *Group) mkdir(dir string) error {
 
 func (g *Group) createV1(parent, name string, lim Limits) error {
 	done := map[string]string{}
-	for _, c := range v1Controllers {
+	for _, c := range joinedControllers {
 		mnt, ok := g.layout.V1[c]
 		if !ok {
 			continue
@@ -206,13 +205,15 @@ func (g *Group) Path() string { return g.dir }
 // directory (CLONE_INTO_CGROUP). On hybrid hosts, v1 controllers have no
 // such flag, so the child is forked from an OS thread that first moved
 // itself into the group's v1 directories — a child inherits the cgroups of
-// the thread that forks it — and moved itself back afterwards.
+// the thread that forks it — and moved itself back afterwards. That thread
+// is dedicated to it (see spawner): locked for its life, with its home
+// directories' tasks files kept open.
 //
 // The thread moves itself by writing "0" to the tasks files: the kernel
 // then migrates just the calling thread without taking the global
 // threadgroup lock, whose RCU grace period would otherwise cost every run
-// milliseconds. If moving back fails the thread stays locked to its
-// goroutine and the runtime retires it.
+// milliseconds. If moving back fails the thread is retired rather than
+// reused from inside the run's cgroups.
 //
 // cmd's I/O must be *os.File values or nil, so that Start spawns no
 // goroutines of its own.
@@ -225,12 +226,7 @@ func (g *Group) StartInGroup(cmd *exec.Cmd) error {
 	if len(g.v1) == 0 {
 		return cmd.Start()
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		errc <- g.startFromThread(cmd)
-	}()
-	if err := <-errc; err != nil {
+	if err := spawnInV1(g, cmd); err != nil {
 		return err
 	}
 	if dir, ok := g.v1["pids"]; ok {
@@ -243,58 +239,6 @@ func (g *Group) StartInGroup(cmd *exec.Cmd) error {
 		}
 	}
 	return nil
-}
-
-// startFromThread runs on a locked OS thread: it moves the thread into the
-// group's v1 directories, starts cmd and moves the thread back.
-func (g *Group) startFromThread(cmd *exec.Cmd) error {
-	home, err := g.threadHome()
-	if err != nil {
-		return err
-	}
-	var startErr error
-	for _, c := range v1Controllers {
-		if dir, ok := g.v1[c]; ok {
-			if startErr = writeFile(dir, "tasks", "0"); startErr != nil {
-				startErr = fmt.Errorf("enter %s cgroup: %w", c, startErr)
-				break
-			}
-		}
-	}
-	if startErr == nil {
-		startErr = cmd.Start()
-	}
-	for c, dir := range home {
-		if err := writeFile(dir, "tasks", "0"); err != nil {
-			// Keep the thread locked: it is retired with its goroutine
-			// rather than reused from inside the run's cgroups.
-			return errors.Join(startErr, fmt.Errorf("leave %s cgroup: %w", c, err))
-		}
-	}
-	runtime.UnlockOSThread()
-	return startErr
-}
-
-// threadHome returns, for each v1 controller the group uses, the directory
-// the calling thread is in now.
-func (g *Group) threadHome() (map[string]string, error) {
-	b, err := os.ReadFile("/proc/thread-self/cgroup")
-	if err != nil {
-		return nil, fmt.Errorf("read thread cgroups: %w", err)
-	}
-	home := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		for _, ctrl := range strings.Split(parts[1], ",") {
-			if _, used := g.v1[ctrl]; used {
-				home[ctrl] = filepath.Join(g.layout.V1[ctrl], parts[2])
-			}
-		}
-	}
-	return home, nil
 }
 
 // Kill sends SIGKILL to every process in the group, including daemons that

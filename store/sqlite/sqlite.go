@@ -71,7 +71,23 @@ type Store struct {
 	path   string
 	log    *slog.Logger
 	closed atomic.Bool
+	// The statements every run executes, prepared once: compiling the SQL
+	// cost more CPU than executing it.
+	begin, complete, get *sql.Stmt
 }
+
+// SQL of the statements prepared at Open.
+const (
+	beginSQL    = `INSERT INTO runs (id, tenant, node, state, backend, started_ns, draft) VALUES (?, ?, ?, 'running', ?, ?, ?)`
+	completeSQL = `
+INSERT INTO runs (id, tenant, node, state, backend, started_ns, finished_ns, failure, verdict, digest, receipt)
+VALUES (?1, ?2, '', 'done', ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+ON CONFLICT (id) DO UPDATE SET
+	state = 'done', backend = ?3, started_ns = ?4, finished_ns = ?5,
+	failure = ?6, verdict = ?7, digest = ?8, receipt = ?9, draft = NULL
+WHERE runs.state = 'running' AND runs.tenant = ?2`
+	getSQL = `SELECT ` + summaryColumns + `, receipt FROM runs WHERE id = ? AND tenant = ?`
+)
 
 var _ store.Store = (*Store)(nil)
 
@@ -123,7 +139,26 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	r.SetMaxOpenConns(cfg.Readers)
 	r.SetMaxIdleConns(cfg.Readers)
 	s.r = r
+	if err := s.prepare(ctx); err != nil {
+		w.Close()
+		r.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	var err error
+	if s.begin, err = s.w.PrepareContext(ctx, beginSQL); err != nil {
+		return fmt.Errorf("prepare statement: %w", err)
+	}
+	if s.complete, err = s.w.PrepareContext(ctx, completeSQL); err != nil {
+		return fmt.Errorf("prepare statement: %w", err)
+	}
+	if s.get, err = s.r.PrepareContext(ctx, getSQL); err != nil {
+		return fmt.Errorf("prepare statement: %w", err)
+	}
+	return nil
 }
 
 // Path returns the database file's path.
@@ -187,9 +222,7 @@ func (s *Store) Begin(ctx context.Context, p store.Pending) error {
 	if p.ID == "" || p.Tenant == "" {
 		return fmt.Errorf("%w: begin needs an id and a tenant", store.ErrInvalid)
 	}
-	_, err := s.w.ExecContext(ctx,
-		`INSERT INTO runs (id, tenant, node, state, backend, started_ns, draft) VALUES (?, ?, ?, 'running', ?, ?, ?)`,
-		p.ID, p.Tenant, p.Node, p.Backend, p.StartedAt.UnixNano(), p.Draft)
+	_, err := s.begin.ExecContext(ctx, p.ID, p.Tenant, p.Node, p.Backend, p.StartedAt.UnixNano(), p.Draft)
 	if err != nil {
 		if isConstraint(err) {
 			return fmt.Errorf("begin run %s: %w", p.ID, store.ErrExists)
@@ -207,14 +240,7 @@ func (s *Store) Complete(ctx context.Context, c store.Completed) error {
 	if c.ID == "" || c.Tenant == "" || len(c.Receipt) == 0 {
 		return fmt.Errorf("%w: complete needs an id, a tenant and a receipt", store.ErrInvalid)
 	}
-	res, err := s.w.ExecContext(ctx, `
-INSERT INTO runs (id, tenant, node, state, backend, started_ns, finished_ns, failure, verdict, digest, receipt)
-VALUES (?1, ?2, '', 'done', ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-ON CONFLICT (id) DO UPDATE SET
-	state = 'done', backend = ?3, started_ns = ?4, finished_ns = ?5,
-	failure = ?6, verdict = ?7, digest = ?8, receipt = ?9, draft = NULL
-WHERE runs.state = 'running' AND runs.tenant = ?2`,
-		c.ID, c.Tenant, c.Backend, c.StartedAt.UnixNano(), c.FinishedAt.UnixNano(),
+	res, err := s.complete.ExecContext(ctx, c.ID, c.Tenant, c.Backend, c.StartedAt.UnixNano(), c.FinishedAt.UnixNano(),
 		c.Failure, c.Verdict, c.Digest, c.Receipt)
 	if err != nil {
 		return fmt.Errorf("complete run %s: %w", c.ID, err)
@@ -268,7 +294,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (store.Record, error
 		return store.Record{}, err
 	}
 	var rec store.Record
-	row := s.r.QueryRowContext(ctx, `SELECT `+summaryColumns+`, receipt FROM runs WHERE id = ? AND tenant = ?`, id, tenant)
+	row := s.get.QueryRowContext(ctx, id, tenant)
 	sm, err := scanSummary(row, &rec.Receipt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Record{}, fmt.Errorf("get run %s: %w", id, store.ErrNotFound)
@@ -413,6 +439,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	var errs []error
+	for _, st := range []*sql.Stmt{s.begin, s.complete, s.get} {
+		errs = append(errs, st.Close())
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
