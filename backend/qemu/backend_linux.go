@@ -113,13 +113,17 @@ func (b *Backend) startVM(ctx context.Context, memory int64, v variant, pooled, 
 	if b.cfg.Snapshot && memory == b.cfg.MemoryBytes {
 		s, err := b.snapshotFor(ctx, accel, v)
 		if err == nil {
-			return b.bootVM(ctx, vmSpec{accel: accel, memoryBytes: memory, timeout: b.cfg.BootTimeout,
+			m, err := b.bootVM(ctx, vmSpec{accel: accel, memoryBytes: memory, timeout: b.cfg.BootTimeout,
 				net: v.net, restore: s, wakePrewarm: pooled && b.cfg.PoolPrewarm})
-		}
-		if ctx.Err() != nil {
+			if err == nil || ctx.Err() != nil {
+				return m, err
+			}
+			b.log.Warn("restore from snapshot failed; dropping the template and booting instead", "variant", v, "err", err)
+			b.dropSnapshot(v, s, err)
+		} else if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
 		}
-		// Logged where the build failed; boot instead.
+		// A build failure was logged where it happened; boot instead.
 	}
 	return b.bootVM(ctx, vmSpec{accel: accel, memoryBytes: memory, timeout: b.cfg.BootTimeout,
 		prewarm: pooled, eagerCollector: bootCollector, net: v.net})

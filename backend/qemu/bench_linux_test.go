@@ -40,12 +40,12 @@ func TestVMBench(t *testing.T) {
 	var host []time.Duration
 	for i := 0; i < max(cold, 5); i++ {
 		start := time.Now()
-		if out, err := exec.Command("python3", "-c", "print(2+2)").Output(); err != nil || string(out) != "4\n" {
+		if out, err := exec.Command(hostPython(), "-c", "print(2+2)").Output(); err != nil || string(out) != "4\n" {
 			t.Fatalf("host python3: %q %v", out, err)
 		}
 		host = append(host, time.Since(start))
 	}
-	report("host python3 (baseline)", host, 0)
+	report("host "+hostPython()+" (baseline)", host, 0)
 
 	snapDir := t.TempDir()
 	settings := func(snapshot bool, extra ...string) map[string]string {
@@ -102,7 +102,9 @@ func coldRuns(t *testing.T, name string, b *Backend, spec execution.Spec, n int,
 		phase("init to Python (init ready + exec)", func(p Phases) time.Duration { return p.InitToReady + p.GuestStart })
 		phase("boot on the host clock", func(p Phases) time.Duration { return p.Boot })
 	}
+	phase("send run to Started (host)", func(p Phases) time.Duration { return p.Started })
 	phase("Python run (in the guest)", func(p Phases) time.Duration { return p.Run })
+	phase("QEMU teardown after Done (host)", func(p Phases) time.Duration { return p.Teardown })
 	phase("Start to result (host)", func(p Phases) time.Duration { return p.Total })
 }
 
@@ -114,7 +116,7 @@ func warmRuns(t *testing.T, name string, settings map[string]string, spec execut
 	mem := qemuMemory(tr.state)
 	fmt.Printf("%-52s RSS %6.1f MiB, PSS %6.1f MiB, private %6.1f MiB per VM (%d idle VMs) [%s]\n", "  idle pooled VM, host memory",
 		mib(mem.rss)/float64(pool), mib(mem.pss)/float64(pool), mib(mem.private)/float64(pool), pool, accel)
-	var total, python []time.Duration
+	var total, prepare, started, python, teardown []time.Duration
 	misses := 0
 	for i := 0; i < n; i++ {
 		waitPool(t, wb, pool)
@@ -123,10 +125,16 @@ func warmRuns(t *testing.T, name string, settings map[string]string, spec execut
 			misses++
 		}
 		total = append(total, d)
+		prepare = append(prepare, ph.Prepare)
+		started = append(started, ph.Started)
 		python = append(python, ph.Run)
+		teardown = append(teardown, ph.Teardown)
 	}
 	report(fmt.Sprintf("%s, run to result [%s] (%d misses)", name, accel, misses), total, host)
+	report("  phase: Prepare (take a pooled guest)", prepare, 0)
+	report("  phase: send run to Started (host)", started, 0)
 	report("  phase: Python run (in the guest)", python, 0)
+	report("  phase: QEMU teardown after Done (host)", teardown, 0)
 	s := wb.Stats()
 	fmt.Printf("  pool: booted %d, last boot %.0f ms, boot failures %d\n", s.Booted, ms(s.LastBoot), s.BootFailures)
 	if err := wb.Close(); err != nil {
@@ -235,4 +243,13 @@ func envInt(name string, def int) int {
 		return n
 	}
 	return def
+}
+
+// hostPython is the host's Debian python3, the interpreter the guest runs,
+// rather than whatever shim PATH finds first.
+func hostPython() string {
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		return "/usr/bin/python3"
+	}
+	return "python3"
 }

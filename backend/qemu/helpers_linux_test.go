@@ -26,6 +26,11 @@ func TestMain(m *testing.M) {
 		// TestReap's child is killed, and never cleans up.
 		os.Exit(m.Run())
 	}
+	if dir := os.Getenv("GLASSHOUSE_TEST_SNAPSHOTS"); dir != "" {
+		// Kept across runs, to skip template builds while developing.
+		snapshotDir = dir
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "ghq-snap-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -182,6 +182,7 @@ func (i *instance) start(ctx context.Context) error {
 	if !stop() {
 		return wrap("start", errors.New("the transport closed"))
 	}
+	i.phases.Started = time.Since(i.startTime)
 	// The guest enforces the timeout itself; the host asks it again at the
 	// deadline and gives up on it a grace period later.
 	i.timers = append(i.timers,
@@ -274,8 +275,10 @@ func (i *instance) read() {
 		t.Stop()
 	}
 	// The run is over: its whole "process tree" is the VM.
+	killed := time.Now()
 	i.kill()
 	<-i.m.exited
+	i.phases.Teardown = time.Since(killed)
 	if exit != nil {
 		i.fill(&res, exit)
 	}

@@ -169,6 +169,17 @@ func (b *Backend) snapshotFor(ctx context.Context, accel string, v variant) (*sn
 	return st.s, st.err
 }
 
+// dropSnapshot forgets a template a guest could not be restored from and
+// removes it; it is rebuilt after snapshotRetry.
+func (b *Backend) dropSnapshot(v variant, s *snapshot, why error) {
+	b.snapMu.Lock()
+	if st := b.snaps[v]; st != nil && st.s == s {
+		st.s, st.err, st.at = nil, why, time.Now()
+	}
+	b.snapMu.Unlock()
+	_ = os.RemoveAll(s.dir)
+}
+
 func isDone(c chan struct{}) bool {
 	select {
 	case <-c:
@@ -201,7 +212,7 @@ func (b *Backend) snapshotKey(a artifacts, accel string, v variant) (string, map
 	files := []string{a.kernel, a.initramfs, a.rootfs, bin}
 	idents := map[string]fileIdent{}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n", snapshotFormat)
+	fmt.Fprintf(h, "%s\n%s %s\n", snapshotFormat, os.Getenv("ZZ_CPU"), os.Getenv("ZZ_ACCEL"))
 	for _, f := range files {
 		sum, id, err := b.hashes.sum(f)
 		if err != nil {

@@ -77,6 +77,10 @@ type Phases struct {
 	GuestStart time.Duration
 	// Run is how long the workload ran, in the guest.
 	Run time.Duration
+	// Started is from sending the run to the guest's Started, on the host.
+	Started time.Duration
+	// Teardown is from killing QEMU after the guest's Done to its exit.
+	Teardown time.Duration
 	// Total is from Start to the result on the host.
 	Total time.Duration
 	// Restored says the guest was restored from a snapshot rather than
@@ -233,6 +237,12 @@ func qemuArgs(a artifacts, vs vmSpec, cpus, tbMiB int, dir, cmdline string) []st
 	cpu, accel := "max", vs.accel
 	if vs.accel == "kvm" {
 		cpu = "host"
+	}
+	if c := os.Getenv("ZZ_CPU"); c != "" && vs.accel == "tcg" {
+		cpu = c
+	}
+	if c := os.Getenv("ZZ_ACCEL"); c != "" && vs.accel == "tcg" {
+		accel += c
 	}
 	if vs.accel == "tcg" && tbMiB > 0 {
 		// The translation cache is the bulk of an emulated VM's own memory.
@@ -417,6 +427,8 @@ func (b *Backend) bootVM(ctx context.Context, vs vmSpec) (_ *machine, err error)
 		m.cmd.SysProcAttr.Pdeathsig = 0
 	}
 	if vs.restore != nil {
+		// The boot's messages are in the template's console, not here.
+		fmt.Fprintf(m.console, "[glasshouse: restoring snapshot template %s (%s)]\n", vs.restore.key[:16], vs.restore.v)
 		// The saved device state, read by QEMU as fd 3 ("fd:3").
 		state, err := os.Open(vs.restore.path(snapStateFile))
 		if err != nil {

@@ -82,7 +82,7 @@ func awaitWake(log *slog.Logger, conn *transport.Conn, clock *guestClock, workDe
 		a.PrewarmNS = time.Since(p).Nanoseconds()
 	}
 	a.WakeNS = time.Since(start).Nanoseconds()
-	log.Debug("awake", "mount_ms", a.MountNS/1e6, "prewarm_ms", a.PrewarmNS/1e6, "reseed_error", a.ReseedError)
+	log.Info("glasshouse init awake", "mount_ms", a.MountNS/1e6, "prewarm_ms", a.PrewarmNS/1e6, "reseed_error", a.ReseedError)
 	return conn.Send(&a)
 }
 
