@@ -176,7 +176,8 @@ func (s *Server) untrack() {
 const storeTimeout = 30 * time.Second
 
 // execute runs plan for tenant on bs, recording it in the store before the
-// workload starts and completing it after. It releases the slot when done.
+// workload starts and completing it after. It releases the slot once the
+// run and its teardown are over, before the receipt is stored.
 // started, when set, is called with the run id once the run is recorded.
 func (s *Server) execute(tenant string, bs *backendState, plan *Plan, ev execution.Evaluator, release func(), started func(id string)) (*RunResponse, *Error) {
 	defer release()
@@ -213,6 +214,9 @@ func (s *Server) execute(tenant string, bs *backendState, plan *Plan, ev executi
 	runCtx, cancelRun := s.runContext()
 	run, err := bs.engine.Run(runCtx, plan.Spec, opts...)
 	cancelRun()
+	// The workload and its sandbox are gone: the slot is free for the next
+	// run while this one's receipt is stored and answered.
+	release()
 	if err != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 		if aerr := s.cfg.Store.Abandon(sctx, id); aerr != nil {
