@@ -56,3 +56,55 @@ func median(d []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// BenchmarkStartup separates what a CLI invocation pays before any work:
+// /bin/true (process creation), a hello-world Go binary (the Go runtime's
+// start) and `glasshouse version` (this binary's size and package
+// initialisation), interleaved, as medians and ratios to /bin/true.
+// GODEBUG=inittrace=1 glasshouse version names the packages whose init
+// costs most.
+func BenchmarkStartup(b *testing.B) {
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "glasshouse")
+	hello := filepath.Join(dir, "hello")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		b.Fatal(err)
+	}
+	src := filepath.Join(dir, "hello.go")
+	if err := os.WriteFile(src, []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hi\\n\") }\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	build = exec.Command("go", "build", "-o", hello, src)
+	build.Dir = dir
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		b.Fatal(err)
+	}
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		b.Skip("no true binary")
+	}
+	timeIt := func(name string, args ...string) time.Duration {
+		start := time.Now()
+		if err := exec.Command(name, args...).Run(); err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		return time.Since(start)
+	}
+	var tr, hw, gv []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N+3; i++ {
+		t, h, g := timeIt(truePath), timeIt(hello), timeIt(bin, "version")
+		if i >= 3 {
+			tr, hw, gv = append(tr, t), append(hw, h), append(gv, g)
+		}
+	}
+	b.StopTimer()
+	mt, mh, mg := median(tr), median(hw), median(gv)
+	b.ReportMetric(float64(mt.Microseconds())/1000, "true-ms")
+	b.ReportMetric(float64(mh.Microseconds())/1000, "hello-go-ms")
+	b.ReportMetric(float64(mg.Microseconds())/1000, "version-ms")
+	b.ReportMetric(float64(mg)/float64(mh), "version/hello")
+}
