@@ -95,7 +95,7 @@ func coldRuns(t *testing.T, name string, b *Backend, spec execution.Spec, n int,
 	phase("VMM start (spawn to QEMU sockets)", func(p Phases) time.Duration { return p.VMMStart })
 	if phases[0].Restored {
 		phase("restore (spawn to guest awake)", func(p Phases) time.Duration { return p.Boot })
-		phase("wake in the guest (reseed, clock, mount)", func(p Phases) time.Duration { return p.Wake })
+		phase("wake in the guest (reseed, clock)", func(p Phases) time.Duration { return p.Wake })
 		phase("run received to exec (in the guest)", func(p Phases) time.Duration { return p.GuestStart })
 	} else {
 		phase("kernel to init (guest uptime at init)", func(p Phases) time.Duration { return p.KernelToInit })

@@ -38,9 +38,9 @@ import (
 // device state with -incoming. The restored guest goes on from where the
 // template parked: its first input is the host's Wake, with fresh entropy
 // for the kernel's random number generator (restored guests would
-// otherwise share the template's random state) and the host's clock; it
-// then mounts its own workspace disk (a copy of the template's blank one)
-// and answers Awake.
+// otherwise share the template's random state) and the host's clock, and
+// answers Awake. Its workspace disk is a copy of the template's, which the
+// template mounted before the save: disk and memory agree.
 //
 // A template is keyed by everything its memory depends on: the content of
 // the kernel, initramfs, rootfs and QEMU binary, the accelerator, the
@@ -51,7 +51,7 @@ import (
 // every restore: a rebuilt artifact makes a new template.
 
 // snapshotFormat changes whenever the meaning of a template changes.
-const snapshotFormat = "glasshouse-qemu-snapshot/1"
+const snapshotFormat = "glasshouse-qemu-snapshot/2"
 
 // Files in a template directory.
 const (
@@ -212,7 +212,7 @@ func (b *Backend) snapshotKey(a artifacts, accel string, v variant) (string, map
 	files := []string{a.kernel, a.initramfs, a.rootfs, bin}
 	idents := map[string]fileIdent{}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s %s\n", snapshotFormat, os.Getenv("ZZ_CPU"), os.Getenv("ZZ_ACCEL"))
+	fmt.Fprintf(h, "%s\n", snapshotFormat)
 	for _, f := range files {
 		sum, id, err := b.hashes.sum(f)
 		if err != nil {

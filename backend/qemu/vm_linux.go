@@ -211,6 +211,15 @@ func (b *Backend) cmdline(vs vmSpec) string {
 		if khz := hostTSCkHz(); khz > 0 {
 			words = append(words, "tsc_early_khz="+strconv.FormatInt(khz, 10))
 		}
+		// No user-space ASLR in emulated guests: QEMU keys translated code
+		// by virtual address, so randomized mappings make every Python
+		// process translate the interpreter afresh, and a pooled guest's
+		// prewarm would not carry over to the run (about a third of a
+		// warm Python start). The workload is arbitrary code by design,
+		// and the rootfs is mounted nosuid, so no privileged process in
+		// the guest's user space has a layout to hide; the guest kernel
+		// keeps KASLR.
+		words = append(words, "norandmaps")
 	}
 	if vs.prewarm {
 		words = append(words, "glasshouse.prewarm=1")
@@ -237,12 +246,6 @@ func qemuArgs(a artifacts, vs vmSpec, cpus, tbMiB int, dir, cmdline string) []st
 	cpu, accel := "max", vs.accel
 	if vs.accel == "kvm" {
 		cpu = "host"
-	}
-	if c := os.Getenv("ZZ_CPU"); c != "" && vs.accel == "tcg" {
-		cpu = c
-	}
-	if c := os.Getenv("ZZ_ACCEL"); c != "" && vs.accel == "tcg" {
-		accel += c
 	}
 	if vs.accel == "tcg" && tbMiB > 0 {
 		// The translation cache is the bulk of an emulated VM's own memory.
@@ -382,8 +385,8 @@ func (b *Backend) bootVM(ctx context.Context, vs vmSpec) (_ *machine, err error)
 	case vs.template:
 		// The template's blank workspace is in its directory already.
 	case vs.restore != nil:
-		// A copy of the disk the template probed: the guest's cached view
-		// of the device matches it.
+		// A copy of the template's workspace disk as it was saved, which
+		// the template had mounted: it matches the restored guest's caches.
 		if err := copySparse(vs.restore.path(snapWorkFile), filepath.Join(dir, "work.img")); err != nil {
 			return nil, fmt.Errorf("%w: copy workspace disk: %v", execution.ErrInfrastructure, err)
 		}

@@ -212,13 +212,8 @@ func mountRootfs(rootDev string) error {
 }
 
 // mountWorkspace mounts the per-run workspace disk on the rootfs's
-// /workspace. The kernel's cached blocks of the device are dropped first: a
-// guest restored from a snapshot probed the template's disk, not this one.
+// /workspace.
 func mountWorkspace(workDev string) error {
-	if fd, err := unix.Open(workDev, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
-		_ = unix.IoctlSetInt(fd, unix.BLKFLSBUF, 0)
-		unix.Close(fd)
-	}
 	return mountAll([]mountPoint{
 		{workDev, rootDir + workspaceDir, "ext4", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOATIME, "noinit_itable"},
 	})

@@ -33,20 +33,42 @@ func setupCgroup() (*cgroup, error) {
 			missing = append(missing, c)
 		}
 	}
-	dir := filepath.Join(cgroupRoot, "workload")
+	cg, err := newCgroup("workload")
+	if err != nil {
+		return nil, err
+	}
+	cg.missing = missing
+	return cg, nil
+}
+
+// newCgroup creates (or opens) the cgroup name under the root.
+func newCgroup(name string) (*cgroup, error) {
+	dir := filepath.Join(cgroupRoot, name)
 	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-		return nil, fmt.Errorf("create workload cgroup: %w", err)
+		return nil, fmt.Errorf("create %s cgroup: %w", name, err)
 	}
 	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open workload cgroup: %w", err)
+		return nil, fmt.Errorf("open %s cgroup: %w", name, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("stat workload cgroup: %w", err)
+		return nil, fmt.Errorf("stat %s cgroup: %w", name, err)
 	}
-	return &cgroup{dir: dir, fd: fd, id: st.Ino, missing: missing}, nil
+	return &cgroup{dir: dir, fd: fd, id: st.Ino}, nil
+}
+
+// remove kills what is left in the cgroup and removes it.
+func (c *cgroup) remove() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := c.waitEmpty(ctx)
+	unix.Close(c.fd)
+	if rerr := unix.Rmdir(c.dir); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // apply writes the run's limits and returns notes on those it could not

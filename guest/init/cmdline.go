@@ -31,9 +31,9 @@ type cmdline struct {
 	// whose virtio-blk devices carry no serial (glasshouse.rootdev=,
 	// glasshouse.workdev=); by default disks are found by serial.
 	rootDev, workDev string
-	// snapshot boots a snapshot template (glasshouse.snapshot=1): the
-	// guest mounts no workspace and, once the handshake is done, waits for
-	// the Wake of a guest restored from its snapshot.
+	// snapshot boots a snapshot template (glasshouse.snapshot=1): once
+	// the handshake is done, the guest parks and waits for the Wake of a
+	// guest restored from its snapshot.
 	snapshot bool
 	// net loads the network modules ("net:" in load.order) and sets up
 	// the guest's network device for runs with network "full"

@@ -108,9 +108,10 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 		log.Debug("disks found", "root", rootDev, "workspace", workDev)
 		err = mountRootfs(rootDev)
 	}
-	if err == nil && !opts.snapshot {
-		// A snapshot template mounts its workspace only once restored:
-		// each restored guest gets a disk of its own.
+	if err == nil {
+		// A snapshot template mounts its blank workspace too: each guest
+		// restored from it gets a copy of that disk as the template left
+		// it, which matches what the restored kernel has cached.
 		err = mountWorkspace(workDev)
 	}
 	if err != nil {
@@ -148,17 +149,17 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 		return err
 	}
 	log.Info("glasshouse init ready", "uptime_ms", boottime()/1e6)
+	s := &session{log: log, conn: conn, cg: cg, collector: collector, clock: clock, net: opts.net}
 	if opts.snapshot {
 		if welcome.Version < 2 {
 			return fmt.Errorf("snapshot boot: the host speaks transport version %d, waking needs 2", welcome.Version)
 		}
 		// The host saves the VM here; every guest restored from it goes on
 		// from this point, with the Wake frame as its first input.
-		if err := awaitWake(log, conn, clock, workDev); err != nil {
+		if err := awaitWake(log, conn, clock, s.warmup); err != nil {
 			return err
 		}
 	}
-	s := &session{log: log, conn: conn, cg: cg, collector: collector, clock: clock, net: opts.net}
 	return s.serve()
 }
 

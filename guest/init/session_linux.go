@@ -278,10 +278,18 @@ type workload struct {
 	timedOut, killed, outputLimited atomic.Bool
 	pidsPeak                        atomic.Int64
 	started                         time.Time
+	// warmup runs are init's own: their output is discarded and the host
+	// is not listening for them.
+	warmup bool
 }
 
 func (s *session) start(r *transport.Run, prog string) (*workload, error) {
-	w := &workload{s: s, cg: s.cg}
+	return s.startIn(r, prog, s.cg, false)
+}
+
+// startIn starts r's workload in cgroup cg.
+func (s *session) startIn(r *transport.Run, prog string, cg *cgroup, warmup bool) (*workload, error) {
+	w := &workload{s: s, cg: cg, warmup: warmup}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -365,7 +373,9 @@ func (w *workload) wait(r *transport.Run) *transport.Exit {
 		defer pumps.Done()
 		exit.StderrTruncated = w.pump(w.stderr, transport.TypeStderr, r.OutputBytes)
 	}()
-	go w.readHost()
+	if !w.warmup {
+		go w.readHost()
+	}
 	timer := time.AfterFunc(time.Duration(r.TimeoutMS)*time.Millisecond, func() {
 		w.timedOut.Store(true)
 		w.cg.kill()
@@ -429,12 +439,12 @@ func (w *workload) pump(f *os.File, t transport.Type, limit int64) bool {
 				w.outputLimited.Store(true)
 				w.cg.kill()
 			}
-			if len(chunk) > 0 {
+			if len(chunk) > 0 && !w.warmup {
 				if werr := w.s.conn.WriteFrame(t, chunk); werr != nil {
 					w.cg.kill()
 				}
-				sent += int64(len(chunk))
 			}
+			sent += int64(len(chunk))
 		}
 		if err != nil {
 			return truncated

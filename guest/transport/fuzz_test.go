@@ -30,7 +30,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(AppendFrame(nil, TypeFile, AppendFileChunk(nil, &FileChunk{Path: "a/b", Data: []byte("x"), Last: true})))
 	f.Add(AppendFrame(nil, TypeExit, []byte(`{"exit_code":1,"notes":["x"]}`)))
 	f.Add(AppendFrame(nil, TypeWake, []byte(`{"entropy":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","host_time_ns":1,"prewarm":true}`)))
-	f.Add(AppendFrame(nil, TypeAwake, []byte(`{"reseed_error":"x","mount_ns":5,"wake_ns":-1}`)))
+	f.Add(AppendFrame(nil, TypeAwake, []byte(`{"reseed_error":"x","prewarm_ns":5,"wake_ns":-1}`)))
 	f.Add(AppendFrame(nil, TypeParked, []byte(`{"ready_ns":7}`)))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1})
 	f.Add([]byte{0, 0, 0, 1})

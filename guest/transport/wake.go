@@ -34,16 +34,17 @@ func (w *Wake) Validate() error {
 	return nil
 }
 
-// Awake answers Wake: the guest is ready for a run.
+// Awake answers Wake: the guest is ready for a run. Its workspace is the
+// copy of the template's disk the host gave it, which the template
+// mounted before it was saved.
 type Awake struct {
 	// ReseedError and ClockError say why the guest could not reseed its
 	// random number generator or set its clock; the host refuses such a
 	// guest.
 	ReseedError string `json:"reseed_error,omitempty"`
 	ClockError  string `json:"clock_error,omitempty"`
-	// MountNS, PrewarmNS and WakeNS are how long mounting the workspace,
-	// the prewarm and the whole wake took in the guest.
-	MountNS   int64 `json:"mount_ns"`
+	// PrewarmNS and WakeNS are how long the prewarm and the whole wake
+	// (after the clock was set) took in the guest.
 	PrewarmNS int64 `json:"prewarm_ns,omitempty"`
 	WakeNS    int64 `json:"wake_ns"`
 }
@@ -53,7 +54,7 @@ func (a *Awake) Validate() error {
 	if len(a.ReseedError) > MaxMessageLen || len(a.ClockError) > MaxMessageLen {
 		return fmt.Errorf("%w: awake: an error of more than %d bytes", ErrBadFrame, MaxMessageLen)
 	}
-	if a.MountNS < 0 || a.PrewarmNS < 0 || a.WakeNS < 0 {
+	if a.PrewarmNS < 0 || a.WakeNS < 0 {
 		return fmt.Errorf("%w: awake: negative durations", ErrBadFrame)
 	}
 	return nil
