@@ -11,10 +11,18 @@
 // artifacts) in the user cache directory. Everywhere else the backend runs
 // under TCG emulation. Receipts say which in backend.accel.
 //
-// A warm pool (backend/vmpool, setting qemu.pool=N) keeps N guests booted
-// and waiting on their transport; a run takes one and a replacement boots
-// in the background. A guest serves exactly one run. Backend.Stats exposes
-// the pool's counters; Backend.Close shuts the pool down.
+// Guests are restored from a snapshot of a booted template rather than
+// booted (snapshot_linux.go): the template's RAM is a file each guest maps
+// copy-on-write, and each restored guest gets fresh entropy and the host's
+// clock before it serves a run. Templates are built at first use and keyed
+// by the content of the artifacts and QEMU and by the machine's
+// configuration.
+//
+// A warm pool (backend/vmpool, setting qemu.pool=N) keeps N guests ready
+// and waiting on their transport; a run takes one and a replacement is
+// restored in the background. A guest serves exactly one run. Backend.Stats
+// exposes the pool's counters; Backend.Close shuts the pool down.
+// Backend.Reap removes what VMs of crashed processes left behind.
 //
 // Guest artifacts (vmlinuz, initramfs.cpio, rootfs.ext4) are built by
 // scripts/build-guest.sh and scripts/build-minimal-rootfs.sh into

@@ -76,6 +76,9 @@ func ownerDead(name, prefix string) bool {
 	return errors.Is(unix.Kill(pid, 0), unix.ESRCH)
 }
 
+// reapWait bounds the wait for killed QEMU processes to exit.
+const reapWait = 10 * time.Second
+
 // killQEMUs kills the processes running the QEMU binary whose command line
 // names one of dirs, and waits until they are gone.
 func killQEMUs(ctx context.Context, binary string, dirs []string) error {
@@ -112,11 +115,14 @@ func killQEMUs(ctx context.Context, binary string, dirs []string) error {
 			}
 		}
 	}
+	deadline := time.After(reapWait)
 	for _, pid := range pids {
 		for unix.Kill(pid, 0) == nil && !zombie(pid) {
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("reap: qemu %d: %w", pid, ctx.Err())
+			case <-deadline:
+				return fmt.Errorf("reap: qemu %d did not exit within %s of SIGKILL", pid, reapWait)
 			case <-time.After(5 * time.Millisecond):
 			}
 		}

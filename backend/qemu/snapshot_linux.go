@@ -240,6 +240,10 @@ func (b *Backend) loadOrBuild(ctx context.Context, accel string, v variant) (*sn
 	if err != nil {
 		return nil, err
 	}
+	// Before anything is read from it: the artifact hash cache lives there.
+	if err := privateDir(b.cfg.SnapshotDir); err != nil {
+		return nil, err
+	}
 	key, idents, err := b.snapshotKey(a, accel, v)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot key: %w", err)
@@ -248,9 +252,6 @@ func (b *Backend) loadOrBuild(ctx context.Context, accel string, v variant) (*sn
 	if s, err := loadSnapshot(dir, key, v, idents); err == nil {
 		touch(dir)
 		return s, nil
-	}
-	if err := os.MkdirAll(b.cfg.SnapshotDir, 0o700); err != nil {
-		return nil, fmt.Errorf("snapshot dir: %w", err)
 	}
 	unlock, err := lockDir(ctx, b.cfg.SnapshotDir)
 	if err != nil {
@@ -369,6 +370,29 @@ func pruneSnapshots(dir string, max int) {
 	for _, s := range snaps[max:] {
 		_ = os.RemoveAll(filepath.Join(dir, s.name))
 	}
+}
+
+// privateDir creates dir if needed and checks that only this user can
+// change it: guests run whatever a template's files say, so a directory
+// another user could write to (say, one planted under a shared /tmp) is
+// refused.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("snapshot dir: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("snapshot dir: %w", err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("snapshot dir %s is not a directory", dir)
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("snapshot dir %s belongs to uid %d, not %d", dir, st.Uid, os.Geteuid())
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("snapshot dir %s is writable by others (mode %o)", dir, st.Mode&0o777)
+	}
+	return nil
 }
 
 // lockDir takes an exclusive flock on dir/.lock, waiting while ctx allows.

@@ -133,19 +133,43 @@ func TestCopySparse(t *testing.T) {
 func TestOwnerDead(t *testing.T) {
 	self := os.Getpid()
 	for name, want := range map[string]bool{
-		vmDirPrefix + "1-x":                   false, // init lives
-		vmDirPrefix + strconv.Itoa(self) + "-abc":     false,
-		vmDirPrefix + "999999999-abc":         true,
-		vmDirPrefix + "123456789":             false, // the old, ownerless format
-		vmDirPrefix + "x-1":                   false,
-		"other-999999999-abc":                 false,
-		buildPrefix + "999999999-1":           false, // wrong prefix for this check
-		vmDirPrefix + "-5-x":                  false,
-		vmDirPrefix + "0-x":                   false,
-		vmDirPrefix + "99999999999999999999-": false,
+		vmDirPrefix + "1-x":                       false, // init lives
+		vmDirPrefix + strconv.Itoa(self) + "-abc": false,
+		vmDirPrefix + "999999999-abc":             true,
+		vmDirPrefix + "123456789":                 false, // the old, ownerless format
+		vmDirPrefix + "x-1":                       false,
+		"other-999999999-abc":                     false,
+		buildPrefix + "999999999-1":               false, // wrong prefix for this check
+		vmDirPrefix + "-5-x":                      false,
+		vmDirPrefix + "0-x":                       false,
+		vmDirPrefix + "99999999999999999999-":     false,
 	} {
 		if got := ownerDead(name, vmDirPrefix); got != want {
 			t.Errorf("ownerDead(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+func TestPrivateDir(t *testing.T) {
+	base := t.TempDir()
+	if err := privateDir(filepath.Join(base, "new")); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := privateDir(open); err == nil {
+		t.Error("a world-writable directory was accepted")
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(filepath.Join(base, "new"), link); err != nil {
+		t.Fatal(err)
+	}
+	if err := privateDir(link); err == nil {
+		t.Error("a symlink was accepted")
 	}
 }

@@ -92,15 +92,13 @@ type Phases struct {
 
 // machine is one booted guest waiting on its transport for a run.
 type machine struct {
-	id     string
-	dir    string
-	cmd    *exec.Cmd
-	conn   *transport.Conn
-	hello  transport.Hello
-	accel  string
-	memory int64
-	// net says the guest has a network device.
-	net     bool
+	id      string
+	dir     string
+	cmd     *exec.Cmd
+	conn    *transport.Conn
+	hello   transport.Hello
+	accel   string
+	memory  int64
 	console *ring
 	phases  Phases
 	logDir  string
@@ -368,7 +366,7 @@ func (b *Backend) bootVM(ctx context.Context, vs vmSpec) (_ *machine, err error)
 		return nil, fmt.Errorf("%w: create vm dir: %v", execution.ErrInfrastructure, err)
 	}
 	m := &machine{id: filepath.Base(dir), dir: dir, accel: vs.accel, memory: vs.memoryBytes, console: &ring{},
-		exited: make(chan struct{}), logDir: b.cfg.LogDir, maxLogs: b.cfg.MaxLogs, net: vs.net}
+		exited: make(chan struct{}), logDir: b.cfg.LogDir, maxLogs: b.cfg.MaxLogs}
 	m.phases.Accel = vs.accel
 	b.live[m.id] = m
 	b.liveMu.Unlock()

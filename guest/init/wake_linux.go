@@ -116,7 +116,6 @@ func clipMessage(s string) string {
 	return s
 }
 
-
 // warmupScript is what a warmup run executes: a small script like a run's
 // main.py, importing common modules and printing.
 const warmupScript = "import json, os, re, sys\nprint(json.dumps({'warm': [1, 2]}), 2 + 2)\n"
