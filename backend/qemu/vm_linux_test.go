@@ -635,3 +635,37 @@ func reverse(s string) string {
 	slices.Reverse(r)
 	return string(r)
 }
+
+// TestBrokenSnapshotFallsBack breaks a template's saved state: the next
+// guest cannot be restored, so the template is dropped and the run boots a
+// guest instead, and succeeds.
+func TestBrokenSnapshotFallsBack(t *testing.T) {
+	b, _ := newTestBackend(t, map[string]string{"qemu.snapshot_dir": filepath.Join(t.TempDir(), "snaps"), "qemu.pool_collector": "false"})
+	b.Warm() // builds the template in the background
+	s, err := b.snapshotFor(context.Background(), "tcg", variant{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.path(snapStateFile), []byte("QEVM garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec := python("print('booted')").WithDefaults()
+	inst, err := b.Prepare(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Cleanup(context.Background())
+	if ph := inst.(*instance).m.phases; ph.Restored {
+		t.Fatal("the guest was restored from a broken template")
+	}
+	if err := inst.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := inst.Wait(context.Background())
+	if err != nil || res.Err != nil || string(res.Stdout) != "booted\n" {
+		t.Fatalf("run: %v %v %q", err, res.Err, res.Stdout)
+	}
+	if _, err := os.Stat(s.dir); !os.IsNotExist(err) {
+		t.Errorf("the broken template %s was kept: %v", s.dir, err)
+	}
+}
