@@ -141,10 +141,8 @@ func (g *Group) createV1(parent, name string, lim Limits) error {
 		}
 		// Without swap accounting the file is absent; with it, swap must
 		// not extend the limit.
-		if _, err := os.Stat(filepath.Join(dir, "memory.memsw.limit_in_bytes")); err == nil {
-			if err := writeFile(dir, "memory.memsw.limit_in_bytes", v); err != nil {
-				return err
-			}
+		if err := writeFile(dir, "memory.memsw.limit_in_bytes", v); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
 		}
 	}
 	if dir, ok := g.v1["pids"]; ok && lim.PIDs > 0 {
@@ -170,10 +168,8 @@ func (g *Group) limitV2(lim Limits) error {
 		if err := writeFile(g.dir, "memory.max", strconv.FormatInt(lim.MemoryBytes, 10)); err != nil {
 			return err
 		}
-		if _, err := os.Stat(filepath.Join(g.dir, "memory.swap.max")); err == nil {
-			if err := writeFile(g.dir, "memory.swap.max", "0"); err != nil {
-				return err
-			}
+		if err := writeFile(g.dir, "memory.swap.max", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
 		}
 		// An OOM ends the whole run, not just the largest process.
 		if err := writeFile(g.dir, "memory.oom.group", "1"); err != nil {
