@@ -17,7 +17,7 @@ import (
 // the medians and their ratio: the cost of a sandboxed run as a server,
 // which keeps the engine loaded, pays it.
 func BenchmarkEngineOverhead(b *testing.B) {
-	backend, _, _ := newBackend(b)
+	backend := newBenchBackend(b)
 	e, err := execution.New(execution.Config{Backend: backend})
 	if err != nil {
 		b.Fatal(err)

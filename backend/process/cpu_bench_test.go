@@ -26,16 +26,7 @@ import (
 //
 //	go test ./backend/process -run '^$' -bench BenchmarkEngineCPU -benchtime 200x
 func BenchmarkEngineCPU(b *testing.B) {
-	testenv.RequireRoot(b)
-	testenv.RequireBinary(b, "python3")
-	// The default state directory (/dev/shm when it is a tmpfs), as a
-	// server has it: workspaces on a disk filesystem cost far more.
-	parent := "glasshouse-test-" + strconv.Itoa(os.Getpid())
-	backend, err := process.New(process.Config{CgroupParent: parent})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { removeParent(parent) })
+	backend := newBenchBackend(b)
 	for _, mode := range []profiling.Mode{profiling.Off, profiling.BestEffort} {
 		b.Run("profile="+string(mode), func(b *testing.B) {
 			cfg := execution.Config{Backend: backend}
@@ -78,6 +69,22 @@ func BenchmarkEngineCPU(b *testing.B) {
 			b.ReportMetric(float64(time.Since(start).Microseconds())/1000/n, "wall-ms/run")
 		})
 	}
+}
+
+// newBenchBackend returns a backend as a server has it: with the default
+// state directory (/dev/shm when it is a tmpfs; workspaces on a disk
+// filesystem cost far more) and a cgroup parent of its own.
+func newBenchBackend(b *testing.B) *process.Backend {
+	b.Helper()
+	testenv.RequireRoot(b)
+	testenv.RequireBinary(b, "python3")
+	parent := "glasshouse-test-" + strconv.Itoa(os.Getpid())
+	backend, err := process.New(process.Config{CgroupParent: parent})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { removeParent(parent) })
+	return backend
 }
 
 // cpuTimes returns the user+system time of this process and of its reaped
