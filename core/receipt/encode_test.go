@@ -284,9 +284,15 @@ func FuzzVerify(f *testing.F) {
 		if err := Verify(doc); (err == nil) != (gerr == nil) {
 			t.Fatalf("Verify = %v, generic = %v", err, gerr)
 		}
+		// Parse returns what encoding/json gives.
+		var plain Receipt
+		jerr := json.Unmarshal(doc, &plain)
+		want, perr := Parse(doc)
+		if (jerr == nil) != (perr == nil) || (perr == nil && !reflect.DeepEqual(want, &plain)) {
+			t.Fatalf("Parse = %+v, %v; encoding/json = %+v, %v", want, perr, &plain, jerr)
+		}
 		// Decode behaves as it did before the fast path: verify, then
 		// Parse, and returns what Parse returns.
-		want, perr := Parse(doc)
 		got, err := Decode(doc)
 		if (err == nil) != (gerr == nil && perr == nil) {
 			t.Fatalf("Decode = %v, generic = %v, Parse = %v", err, gerr, perr)
