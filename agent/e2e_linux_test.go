@@ -368,6 +368,9 @@ func TestE2EAgent(t *testing.T) {
 		t.Logf("%s: profiling %s (%s), %d events, %d processes", name, r.Profiling.Status, r.Profiling.Reason, r.Profiling.Events, len(r.Processes))
 		if r.Backend.Name != "agent" || r.Outcome.ExitCode != 3 || r.Outcome.Failure != receipt.FailureCode {
 			t.Errorf("backend %+v outcome %+v", r.Backend, r.Outcome)
+			for _, p := range r.Processes[:min(4, len(r.Processes))] {
+				t.Logf("process pid %d ppid %d exe %s start %d end %d exit %d", p.PID, p.PPID, p.Exe, p.StartOffsetMS, p.EndOffsetMS, p.ExitCode)
+			}
 		}
 		if wantComplete && (r.Profiling.Status != receipt.StatusComplete || r.Profiling.Dropped != 0) {
 			t.Errorf("profiling %+v", r.Profiling)

@@ -271,7 +271,7 @@ func (l *loop) track(ctx context.Context, path string, id uint64) {
 			if d := start.Sub(w.winStart); d > 0 {
 				p.StartOffsetMS = d.Milliseconds()
 			}
-			w.sink.seed(p)
+			w.sink.seed(p, a.cfg.Now())
 			w.seeded++
 		}
 		a.m.seeded.Add(float64(w.seeded))

@@ -43,10 +43,10 @@ func (s *windowSink) Add(ev *profiling.Event) {
 	s.dirty.Store(true)
 }
 
-// seed adds a process found already running.
-func (s *windowSink) seed(p receipt.Process) {
+// seed adds a process found already running, described at seenAt.
+func (s *windowSink) seed(p receipt.Process, seenAt time.Time) {
 	s.mu.Lock()
-	s.agg.Seed(p)
+	s.agg.Seed(p, seenAt)
 	s.mu.Unlock()
 	s.dirty.Store(true)
 }
@@ -81,7 +81,7 @@ func (s *windowSink) roll(start time.Time) sections {
 	for _, p := range ps {
 		if p.EndOffsetMS == -1 {
 			p.StartOffsetMS = 0
-			next.Seed(p)
+			next.Seed(p, start)
 		}
 	}
 	s.agg, s.events = next, 0
@@ -179,19 +179,19 @@ func buildReceipt(id string, s *snapshot) *receipt.Receipt {
 		notes = append(notes, k)
 	}
 
-	root := rootProcess(s.sec.procs)
+	root, exit := rootProcess(s.sec.procs)
 	if root != nil {
 		r.Subject.Argv = append([]string(nil), root.Argv...)
-		if s.final && root.EndOffsetMS >= 0 {
-			r.Outcome.ExitCode = int(root.ExitCode)
-			r.Outcome.Signal = root.Signal
-			if root.ExitCode != 0 || root.Signal != "" {
+		if s.final && exit.EndOffsetMS >= 0 {
+			r.Outcome.ExitCode = int(exit.ExitCode)
+			r.Outcome.Signal = exit.Signal
+			if exit.ExitCode != 0 || exit.Signal != "" {
 				r.Outcome.Failure = receipt.FailureCode
 			}
-			notes = append(notes, fmt.Sprintf("outcome from the workload's first process, pid %d", root.PID))
+			notes = append(notes, fmt.Sprintf("outcome from the workload's first process, pid %d", exit.PID))
 		}
 	}
-	if s.final && (root == nil || root.EndOffsetMS < 0) {
+	if s.final && (root == nil || exit.EndOffsetMS < 0) {
 		notes = append(notes, "no exit of the workload's first process was observed")
 	}
 	r.Backend.Notes = notes
@@ -231,21 +231,31 @@ func buildReceipt(id string, s *snapshot) *receipt.Receipt {
 }
 
 // rootProcess returns the workload's first process: the earliest one
-// whose parent is not in the workload. procs are in canonical order.
-func rootProcess(procs []receipt.Process) *receipt.Process {
+// whose parent is not in the workload. Of an exec chain it returns the
+// first image, whose argv is the workload's command, and the last, whose
+// exit is the process's. procs are in canonical order.
+func rootProcess(procs []receipt.Process) (first, last *receipt.Process) {
+	if len(procs) == 0 {
+		return nil, nil
+	}
 	pids := make(map[int64]bool, len(procs))
 	for _, p := range procs {
 		pids[p.PID] = true
 	}
+	r := 0
 	for i := range procs {
 		if !pids[procs[i].PPID] || procs[i].PPID == procs[i].PID {
-			return &procs[i]
+			r = i
+			break
 		}
 	}
-	if len(procs) > 0 {
-		return &procs[0]
+	l := r
+	for i := r + 1; i < len(procs); i++ {
+		if procs[i].PID == procs[r].PID {
+			l = i
+		}
 	}
-	return nil
+	return &procs[r], &procs[l]
 }
 
 // violationKey identifies a violation across evaluations and windows: the

@@ -44,6 +44,19 @@ type Aggregator struct {
 type proc struct {
 	Process
 	execed bool
+	// seenAt is when a seeded image was described; zero for images built
+	// from events.
+	seenAt time.Time
+}
+
+// seededAfter reports whether pid's live image was seeded at or after t,
+// so an event of pid at t is already reflected in it.
+func (a *Aggregator) seededAfter(pid int64, t time.Time) (int, bool) {
+	i, ok := a.live[pid]
+	if !ok || a.procs[i].seenAt.IsZero() || t.After(a.procs[i].seenAt) {
+		return i, false
+	}
+	return i, true
 }
 
 // NewAggregator returns an aggregator for a run that started at start.
@@ -152,6 +165,9 @@ func (a *Aggregator) newProc(p Process) int {
 }
 
 func (a *Aggregator) fork(ev *profiling.Event) {
+	if _, seeded := a.seededAfter(ev.PID, ev.Time); seeded {
+		return
+	}
 	p := Process{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, StartOffsetMS: a.offset(ev.Time), EndOffsetMS: -1}
 	if i, ok := a.live[ev.PPID]; ok {
 		parent := a.procs[i]
@@ -175,7 +191,10 @@ func (a *Aggregator) exec(ev *profiling.Event) {
 	exe := a.clip(ev.Exe)
 	a.file(File{Path: exe, Op: OpExec, PID: ev.PID, OK: true})
 	i, ok := a.live[ev.PID]
-	if ok && a.procs[i].execed {
+	if _, seeded := a.seededAfter(ev.PID, ev.Time); seeded {
+		// The seed described this image, perhaps before the exec reached
+		// it in /proc; the event's strings are the kernel's own.
+	} else if ok && a.procs[i].execed {
 		old := &a.procs[i]
 		old.EndOffsetMS = a.offset(ev.Time)
 		i = a.newProc(Process{PID: ev.PID, PPID: old.PPID, StartOffsetMS: a.offset(ev.Time), EndOffsetMS: -1})

@@ -1,5 +1,7 @@
 package receipt
 
+import "time"
+
 // Seed adds a process that was already running when observation began, so
 // that later forks, execs and exits of it resolve against its image. It
 // serves observers that start watching a running workload (the agent's
@@ -9,7 +11,12 @@ package receipt
 // argv and strings are clipped to the caps like an exec's. A seed beyond
 // the process cap is counted in Omitted.Processes. Seeding a pid that is
 // already live replaces nothing and is ignored.
-func (a *Aggregator) Seed(p Process) {
+//
+// seenAt is when p was described. Events of p's pid that happened before
+// it but are delivered after (the ring buffer lags a /proc scan) describe
+// what the seed already holds: a fork from then is ignored, and an exec
+// from then updates the seeded image instead of starting a new one.
+func (a *Aggregator) Seed(p Process, seenAt time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.live[p.PID]; ok {
@@ -32,4 +39,5 @@ func (a *Aggregator) Seed(p Process) {
 		return
 	}
 	a.procs[i].execed = p.Exe != ""
+	a.procs[i].seenAt = seenAt
 }

@@ -10,11 +10,11 @@ import (
 func TestAggregatorSeed(t *testing.T) {
 	start := time.Unix(1000, 0)
 	a := NewAggregator(start, Caps{Processes: 2, Argv: 1, Arg: 4})
-	a.Seed(Process{PID: 10, PPID: 1, Exe: "/bin/python3", Argv: []string{"python3", "x.py"}, Cwd: "/srv", UID: 7, EndOffsetMS: 5})
-	a.Seed(Process{PID: 10, Exe: "/bin/other"}) // already live: ignored
+	a.Seed(Process{PID: 10, PPID: 1, Exe: "/bin/python3", Argv: []string{"python3", "x.py"}, Cwd: "/srv", UID: 7, EndOffsetMS: 5}, start)
+	a.Seed(Process{PID: 10, Exe: "/bin/other"}, start) // already live: ignored
 	a.Add(&profiling.Event{Kind: profiling.KindFork, Time: start.Add(time.Second), PID: 11, PPID: 10})
 	a.Add(&profiling.Event{Kind: profiling.KindExit, Time: start.Add(2 * time.Second), PID: 10, ExitCode: 3})
-	a.Seed(Process{PID: 12, Exe: "/bin/sh"}) // over the cap
+	a.Seed(Process{PID: 12, Exe: "/bin/sh"}, start) // over the cap
 	ps, fs, _, om := a.Sections()
 	if len(fs) != 0 {
 		t.Fatalf("seeding added file entries: %+v", fs)
@@ -31,5 +31,35 @@ func TestAggregatorSeed(t *testing.T) {
 	}
 	if c := ps[1]; c.PID != 11 || c.Exe != "/bin" || c.EndOffsetMS != -1 {
 		t.Fatalf("fork of seeded process did not inherit its image: %+v", c)
+	}
+}
+
+// TestAggregatorSeedLateEvents covers events delivered after a seed that
+// happened before it: the fork and exec that made the seeded process must
+// not add a second image of it, while an exec after the seed is a real
+// exec chain whose exit belongs to the new image.
+func TestAggregatorSeedLateEvents(t *testing.T) {
+	start := time.Unix(1000, 0)
+	seenAt := start.Add(10 * time.Millisecond)
+	a := NewAggregator(start, Caps{})
+	// /proc still showed the image before the exec when it was read.
+	a.Seed(Process{PID: 20, PPID: 1, Exe: "/usr/bin/launcher"}, seenAt)
+	a.Add(&profiling.Event{Kind: profiling.KindFork, Time: start.Add(time.Millisecond), PID: 20, PPID: 1})
+	a.Add(&profiling.Event{Kind: profiling.KindExec, Time: start.Add(2 * time.Millisecond), PID: 20, PPID: 1, Exe: "/bin/sh", Argv: []string{"sh", "-c", "x"}})
+	ps, _, _, _ := a.Sections()
+	if len(ps) != 1 || ps[0].Exe != "/bin/sh" || ps[0].Argv[2] != "x" || ps[0].EndOffsetMS != -1 {
+		t.Fatalf("late fork/exec of a seeded process: %+v", ps)
+	}
+	a.Add(&profiling.Event{Kind: profiling.KindExec, Time: seenAt.Add(time.Millisecond), PID: 20, PPID: 1, Exe: "/usr/bin/python3"})
+	a.Add(&profiling.Event{Kind: profiling.KindExit, Time: seenAt.Add(time.Second), PID: 20, ExitCode: 3})
+	ps, _, _, _ = a.Sections()
+	if len(ps) != 2 {
+		t.Fatalf("exec after the seed did not start a new image: %+v", ps)
+	}
+	if ps[0].Exe != "/bin/sh" || ps[0].EndOffsetMS != 11 || ps[0].ExitCode != 0 {
+		t.Fatalf("first image %+v", ps[0])
+	}
+	if ps[1].Exe != "/usr/bin/python3" || ps[1].ExitCode != 3 || ps[1].EndOffsetMS != 1010 {
+		t.Fatalf("second image %+v", ps[1])
 	}
 }
