@@ -94,7 +94,7 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 		// A pooled boot may first wait for the template build.
 		BootTimeout: 2*cfg.BootTimeout + probeTimeout + time.Minute, Logger: b.log,
 	}, func(ctx context.Context) (*machine, error) {
-		return b.startVM(ctx, cfg.MemoryBytes, variant{collector: cfg.PoolCollector}, true, cfg.PoolCollector)
+		return b.startVM(ctx, variant{memory: cfg.MemoryBytes, collector: cfg.PoolCollector}, true, cfg.PoolCollector)
 	})
 	if err != nil {
 		return nil, err
@@ -103,14 +103,14 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 	return b, nil
 }
 
-// startVM readies a guest of variant v with the given RAM: restored from a
-// snapshot when snapshots are on and the RAM is the configured one (the
-// template's), booted otherwise, loading the collector first if
-// bootCollector. Pooled guests load Python before they are ready; cold
-// ones leave it to the run.
-func (b *Backend) startVM(ctx context.Context, memory int64, v variant, pooled, bootCollector bool) (*machine, error) {
+// startVM readies a guest of variant v: restored from a snapshot when
+// snapshots are on, booted otherwise (loading the collector first if
+// bootCollector). Pooled guests warm up before they are ready; cold ones
+// leave it to the run.
+func (b *Backend) startVM(ctx context.Context, v variant, pooled, bootCollector bool) (*machine, error) {
 	accel := b.accelFor(ctx)
-	if b.cfg.Snapshot && memory == b.cfg.MemoryBytes {
+	memory := v.memory
+	if b.cfg.Snapshot {
 		s, err := b.snapshotFor(ctx, accel, v)
 		if err == nil {
 			m, err := b.bootVM(ctx, vmSpec{accel: accel, memoryBytes: memory, timeout: b.cfg.BootTimeout,
@@ -180,7 +180,7 @@ func (b *Backend) Warm() {
 		b.bg.Add(1)
 		go func() {
 			defer b.bg.Done()
-			_, _ = b.snapshotFor(b.bgCtx, b.accelFor(b.bgCtx), variant{collector: b.cfg.PoolCollector})
+			_, _ = b.snapshotFor(b.bgCtx, b.accelFor(b.bgCtx), variant{memory: b.cfg.MemoryBytes, collector: b.cfg.PoolCollector})
 		}()
 	}
 	b.pool.Warm()
@@ -227,8 +227,8 @@ func (b *Backend) Prepare(ctx context.Context, spec execution.Spec) (execution.I
 		// the guest reports ready so that it does not eat into the run's
 		// timeout.
 		profiled := spec.Profile != profiling.Off
-		v := variant{net: full, collector: profiled || b.cfg.PoolCollector}
-		m, err = b.startVM(ctx, max(need, b.cfg.MemoryBytes), v, false, profiled)
+		v := variant{memory: b.memoryClass(need), net: full, collector: profiled || b.cfg.PoolCollector}
+		m, err = b.startVM(ctx, v, false, profiled)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("prepare vm: %w", err)

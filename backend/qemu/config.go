@@ -25,7 +25,8 @@ import (
 //	qemu.accel=auto|kvm|tcg  accelerator (default auto: KVM only if a probe boot works)
 //	qemu.binary=PATH         QEMU binary (default qemu-system-x86_64)
 //	qemu.memory=SIZE         guest RAM of pooled guests (default 1GiB); a run whose
-//	                         memory limit needs more boots a guest of its own
+//	                         memory limit needs more gets a guest of its own, with
+//	                         the first power-of-two multiple of it that fits
 //	qemu.cpus=N              guest vCPUs (default 1)
 //	qemu.tcg_tb=MiB          TCG translation cache size (default 0: QEMU's own)
 //	qemu.workspace=SIZE      per-run workspace disk (default 1GiB, sparse)

@@ -69,8 +69,11 @@ const maxSnapshots = 8
 // boot meanwhile.
 const snapshotRetry = time.Minute
 
-// variant is what distinguishes templates of one machine.
+// variant is what distinguishes templates of one backend.
 type variant struct {
+	// memory is the guest RAM: qemu.memory, or for runs that need more,
+	// the first power-of-two multiple of it that fits (see memoryClass).
+	memory int64
 	// net gives the guest a network device (runs with network "full").
 	net bool
 	// collector loads the guest's eBPF collector before the snapshot.
@@ -78,7 +81,7 @@ type variant struct {
 }
 
 func (v variant) String() string {
-	return fmt.Sprintf("net=%t,collector=%t", v.net, v.collector)
+	return fmt.Sprintf("memory=%dMiB,net=%t,collector=%t", v.memory>>20, v.net, v.collector)
 }
 
 // snapshot is a template guests are restored from.
@@ -229,8 +232,20 @@ func (b *Backend) snapshotKey(a artifacts, accel string, v variant) (string, map
 
 // templateSpec is how a template of v boots.
 func (b *Backend) templateSpec(accel string, v variant) vmSpec {
-	return vmSpec{accel: accel, memoryBytes: b.cfg.MemoryBytes, timeout: b.cfg.BootTimeout,
+	return vmSpec{accel: accel, memoryBytes: v.memory, timeout: b.cfg.BootTimeout,
 		prewarm: true, eagerCollector: v.collector, net: v.net, template: true}
+}
+
+// memoryClass is the guest RAM of a run that needs need bytes: qemu.memory
+// doubled until it fits, so that runs with large memory limits share a few
+// templates rather than each booting. (Guest RAM is mapped lazily: the
+// rounding costs host memory only when the guest uses it.)
+func (b *Backend) memoryClass(need int64) int64 {
+	m := b.cfg.MemoryBytes
+	for m < need && m <= maxMemory/2 {
+		m *= 2
+	}
+	return max(m, need)
 }
 
 // loadOrBuild returns the template of v from the snapshot directory,

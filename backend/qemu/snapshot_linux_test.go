@@ -52,24 +52,25 @@ func TestSnapshotKey(t *testing.T) {
 		return k
 	}
 	base := newB(nil)
-	k0 := key(base, "tcg", variant{})
-	if k := key(newB(nil), "tcg", variant{}); k != k0 {
+	v0 := variant{memory: 1 << 30}
+	k0 := key(base, "tcg", v0)
+	if k := key(newB(nil), "tcg", v0); k != k0 {
 		t.Fatal("the key is not stable")
 	}
 	for name, k := range map[string]string{
-		"accel":     key(base, "kvm", variant{}),
-		"net":       key(base, "tcg", variant{net: true}),
-		"collector": key(base, "tcg", variant{collector: true}),
-		"memory":    key(newB(func(c *Config) { c.MemoryBytes = 512 << 20 }), "tcg", variant{}),
-		"cpus":      key(newB(func(c *Config) { c.CPUs = 2 }), "tcg", variant{}),
-		"workspace": key(newB(func(c *Config) { c.Workspace = 64 << 20 }), "tcg", variant{}),
-		"cmdline":   key(newB(func(c *Config) { c.KernelArgs = "x=1" }), "tcg", variant{}),
+		"accel":     key(base, "kvm", v0),
+		"net":       key(base, "tcg", variant{memory: 1 << 30, net: true}),
+		"collector": key(base, "tcg", variant{memory: 1 << 30, collector: true}),
+		"memory":    key(base, "tcg", variant{memory: 2 << 30}),
+		"cpus":      key(newB(func(c *Config) { c.CPUs = 2 }), "tcg", v0),
+		"workspace": key(newB(func(c *Config) { c.Workspace = 64 << 20 }), "tcg", v0),
+		"cmdline":   key(newB(func(c *Config) { c.KernelArgs = "x=1" }), "tcg", v0),
 	} {
 		if k == k0 {
 			t.Errorf("changing the %s keeps the key", name)
 		}
 	}
-	_, idents, err := base.snapshotKey(a, "tcg", variant{})
+	_, idents, err := base.snapshotKey(a, "tcg", v0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func TestSnapshotKey(t *testing.T) {
 	if err := s.check(); err == nil {
 		t.Error("check missed the rebuilt initramfs")
 	}
-	if k := key(base, "tcg", variant{}); k == k0 {
+	if k := key(base, "tcg", v0); k == k0 {
 		t.Error("the key did not change with the initramfs")
 	}
 }
@@ -171,5 +172,21 @@ func TestPrivateDir(t *testing.T) {
 	}
 	if err := privateDir(link); err == nil {
 		t.Error("a symlink was accepted")
+	}
+}
+
+func TestMemoryClass(t *testing.T) {
+	b := &Backend{cfg: Config{MemoryBytes: 1 << 30}}
+	for need, want := range map[int64]int64{
+		1:                  1 << 30,
+		1 << 30:            1 << 30,
+		1<<30 + 1:          2 << 30,
+		3 << 30:            4 << 30,
+		maxMemory:          maxMemory,
+		maxMemory/2 + 4096: maxMemory,
+	} {
+		if got := b.memoryClass(need); got != want {
+			t.Errorf("memoryClass(%d) = %d, want %d", need, got, want)
+		}
 	}
 }

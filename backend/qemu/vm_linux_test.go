@@ -642,7 +642,7 @@ func reverse(s string) string {
 func TestBrokenSnapshotFallsBack(t *testing.T) {
 	b, _ := newTestBackend(t, map[string]string{"qemu.snapshot_dir": filepath.Join(t.TempDir(), "snaps"), "qemu.pool_collector": "false"})
 	b.Warm() // builds the template in the background
-	s, err := b.snapshotFor(context.Background(), "tcg", variant{})
+	s, err := b.snapshotFor(context.Background(), "tcg", variant{memory: b.cfg.MemoryBytes})
 	if err != nil {
 		t.Fatal(err)
 	}

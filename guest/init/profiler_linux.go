@@ -6,6 +6,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"glasshouse.dev/glasshouse/core/profiling"
@@ -27,9 +28,12 @@ type profiler struct {
 	wg   sync.WaitGroup
 }
 
-// eventSink batches events into Events frames.
+// eventSink batches events into Events frames. It holds them until
+// opened: the host takes events only after the Started frame, and the
+// session starts before the workload so that its first exec is seen.
 type eventSink struct {
 	conn *transport.Conn
+	open atomic.Bool
 	// shift corrects event times: the collector converts kernel time to
 	// wall time with the clock it saw when it loaded, before init stepped
 	// the clock to the host's.
@@ -55,6 +59,9 @@ func (e *eventSink) Add(ev *profiling.Event) {
 }
 
 func (e *eventSink) flush() {
+	if !e.open.Load() {
+		return
+	}
 	e.mu.Lock()
 	batch := e.batch
 	e.batch = nil
@@ -96,8 +103,14 @@ func startProfiler(conn *transport.Conn, ctrl profiling.Controller, cg *cgroup, 
 	return p, nil
 }
 
+// begin lets events flow to the host; call it once Started is sent.
+func (p *profiler) begin() {
+	p.sink.open.Store(true)
+	p.sink.flush()
+}
+
 // stop ends the session once every event was delivered, and sends the
-// last batch.
+// last batch if begin was called.
 func (p *profiler) stop() (profiling.Report, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

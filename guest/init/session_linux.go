@@ -237,6 +237,9 @@ func (s *session) execute(r *transport.Run) error {
 		w.cg.kill()
 		return err
 	}
+	if prof != nil {
+		prof.begin()
+	}
 	exit := w.wait(r)
 	exit.StartNS = startNS.Nanoseconds()
 	exit.Notes = append(notes, exit.Notes...)
@@ -262,7 +265,9 @@ func (s *session) execute(r *transport.Run) error {
 	if len(done.Blind) > transport.MaxBlind {
 		done.Blind = done.Blind[:transport.MaxBlind]
 	}
-	unix.Sync()
+	// No sync here: the host discards the workspace disk with the VM once
+	// it has Done (collected files were read through the page cache), and
+	// powerOff syncs anyway.
 	return s.conn.Send(done)
 }
 
