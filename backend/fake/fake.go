@@ -182,8 +182,8 @@ func (i *instance) Start(ctx context.Context) error {
 	}
 	i.live = &i.b.live
 	i.killCtx, i.kill = context.WithCancelCause(context.Background())
-	stdout := &capture{limit: i.spec.Limits.OutputBytes, live: i.spec.Stdout, kill: i.kill}
-	stderr := &capture{limit: i.spec.Limits.OutputBytes, live: i.spec.Stderr, kill: i.kill}
+	stdout := &capture{Capture: execution.Capture{Limit: i.spec.Limits.OutputBytes, Live: i.spec.Stdout}, kill: i.kill}
+	stderr := &capture{Capture: execution.Capture{Limit: i.spec.Limits.OutputBytes, Live: i.spec.Stderr}, kill: i.kill}
 	p := &Proc{
 		Ctx:    i.killCtx,
 		Args:   i.spec.Argv(),
@@ -209,15 +209,13 @@ func (i *instance) Start(ctx context.Context) error {
 		i.procs.Wait()
 		timer.Stop()
 		res := execution.Result{
-			ExitCode:        exit.Code,
-			Signal:          exit.Signal,
-			Stdout:          stdout.buf,
-			Stderr:          stderr.buf,
-			StdoutTruncated: stdout.truncated,
-			StderrTruncated: stderr.truncated,
-			StartedAt:       started,
-			FinishedAt:      time.Now(),
+			ExitCode:   exit.Code,
+			Signal:     exit.Signal,
+			StartedAt:  started,
+			FinishedAt: time.Now(),
 		}
+		res.Stdout, res.StdoutTruncated = stdout.Bytes()
+		res.Stderr, res.StderrTruncated = stderr.Bytes()
 		switch cause := context.Cause(i.killCtx); {
 		case errors.Is(cause, errMainExited):
 		case errors.Is(cause, errTimeout):
@@ -276,36 +274,18 @@ func (i *instance) collect() []execution.File {
 	return out
 }
 
-// capture keeps up to limit bytes, mirrors them to live, and kills the run
-// when more is written.
+// capture is the io.Writer a script writes its output to: an
+// execution.Capture that kills the run when more than the limit is
+// written.
 type capture struct {
-	mu        sync.Mutex
-	limit     int64
-	buf       []byte
-	truncated bool
-	live      io.Writer
-	kill      context.CancelCauseFunc
+	execution.Capture
+	kill context.CancelCauseFunc
 }
 
 func (c *capture) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.truncated {
-		return 0, errOutputLimit
-	}
-	room := c.limit - int64(len(c.buf))
-	keep := p
-	if int64(len(keep)) > room {
-		keep = keep[:room]
-	}
-	c.buf = append(c.buf, keep...)
-	if c.live != nil && len(keep) > 0 {
-		_, _ = c.live.Write(keep)
-	}
-	if len(keep) < len(p) {
-		c.truncated = true
+	if !c.Add(p) {
 		c.kill(errOutputLimit)
-		return len(keep), errOutputLimit
+		return 0, errOutputLimit
 	}
 	return len(p), nil
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"sync"
@@ -144,8 +143,8 @@ func (i *instance) start() error {
 	}
 
 	limit := i.spec.Limits.OutputBytes
-	stdout := &capture{limit: limit, live: i.spec.Stdout}
-	stderr := &capture{limit: limit, live: i.spec.Stderr}
+	stdout := &execution.Capture{Limit: limit, Live: i.spec.Stdout}
+	stderr := &execution.Capture{Limit: limit, Live: i.spec.Stderr}
 	i.readers = []*os.File{outR, errR}
 	i.outputDone.Add(2)
 	go i.pump(outR, stdout)
@@ -186,12 +185,12 @@ func (i *instance) applyRlimits(pid int) {
 
 // pump copies one output stream into its capture and stops the run when
 // the capture overflows.
-func (i *instance) pump(r *os.File, c *capture) {
+func (i *instance) pump(r *os.File, c *execution.Capture) {
 	defer i.outputDone.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
-		if n > 0 && !c.add(buf[:n]) {
+		if n > 0 && !c.Add(buf[:n]) {
 			i.kill(errOutputLimit)
 		}
 		if err != nil {
@@ -224,7 +223,7 @@ func (i *instance) killTree() {
 
 // supervise waits for the workload's main process, ends whatever it left
 // behind, reads the accounting and publishes the result.
-func (i *instance) supervise(startedAt time.Time, timer *time.Timer, stdout, stderr *capture) {
+func (i *instance) supervise(startedAt time.Time, timer *time.Timer, stdout, stderr *execution.Capture) {
 	if i.group == nil {
 		// Kill the process group while its leader is still a zombie, so
 		// that its id cannot have been reused by an unrelated group.
@@ -285,8 +284,8 @@ func (i *instance) supervise(startedAt time.Time, timer *time.Timer, stdout, std
 		res.Resources.PIDsPeak = st.PIDsPeak
 		res.OOMKilled = st.OOMKills > 0
 	}
-	res.Stdout, res.StdoutTruncated = stdout.bytes()
-	res.Stderr, res.StderrTruncated = stderr.bytes()
+	res.Stdout, res.StdoutTruncated = stdout.Bytes()
+	res.Stderr, res.StderrTruncated = stderr.Bytes()
 	if r := i.reason.Load(); r != nil {
 		switch {
 		case errors.Is(*r, errTimeout):
@@ -357,39 +356,4 @@ func (i *instance) Cleanup(context.Context) error {
 		i.cleanErr = errors.Join(errs...)
 	})
 	return i.cleanErr
-}
-
-// capture keeps up to limit bytes of a stream and mirrors them to live.
-type capture struct {
-	mu        sync.Mutex
-	limit     int64
-	buf       []byte
-	truncated bool
-	live      io.Writer
-}
-
-// add appends p; it returns false once the stream exceeded its limit.
-func (c *capture) add(p []byte) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.truncated {
-		return false
-	}
-	room := c.limit - int64(len(c.buf))
-	keep := p
-	if int64(len(keep)) > room {
-		keep = keep[:room]
-		c.truncated = true
-	}
-	c.buf = append(c.buf, keep...)
-	if c.live != nil && len(keep) > 0 {
-		_, _ = c.live.Write(keep)
-	}
-	return !c.truncated
-}
-
-func (c *capture) bytes() ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf, c.truncated
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"sort"
@@ -47,7 +46,7 @@ type instance struct {
 	sink    profiling.Sink
 	profile bool
 
-	stdout, stderr *capture
+	stdout, stderr *execution.Capture
 	startTime      time.Time
 
 	killOnce sync.Once
@@ -71,8 +70,8 @@ type instance struct {
 func newInstance(b *Backend, spec execution.Spec, m *machine, warm bool) *instance {
 	i := &instance{b: b, spec: spec, m: m, phases: m.phases, done: make(chan struct{})}
 	i.phases.Warm = warm
-	i.stdout = &capture{limit: spec.Limits.OutputBytes, live: spec.Stdout}
-	i.stderr = &capture{limit: spec.Limits.OutputBytes, live: spec.Stderr}
+	i.stdout = &execution.Capture{Limit: spec.Limits.OutputBytes, Live: spec.Stdout}
+	i.stderr = &execution.Capture{Limit: spec.Limits.OutputBytes, Live: spec.Stderr}
 	return i
 }
 
@@ -282,10 +281,12 @@ func (i *instance) read() {
 	if exit != nil {
 		i.fill(&res, exit)
 	}
-	res.Stdout, res.Stderr = i.stdout.buf, i.stderr.buf
-	res.StdoutTruncated = res.StdoutTruncated || i.stdout.truncated
-	res.StderrTruncated = res.StderrTruncated || i.stderr.truncated
-	if i.stdout.truncated || i.stderr.truncated {
+	var outCut, errCut bool
+	res.Stdout, outCut = i.stdout.Bytes()
+	res.Stderr, errCut = i.stderr.Bytes()
+	res.StdoutTruncated = res.StdoutTruncated || outCut
+	res.StderrTruncated = res.StderrTruncated || errCut
+	if outCut || errCut {
 		res.OutputLimited = true
 	}
 	for _, p := range order {
@@ -314,7 +315,7 @@ func (i *instance) handle(f transport.Frame, exit **transport.Exit, files map[st
 		if f.Type == transport.TypeStderr {
 			c = i.stderr
 		}
-		if c.write(f.Payload) {
+		if !c.Add(f.Payload) {
 			// The guest should have stopped the run itself.
 			_ = i.m.conn.Send(&transport.Kill{Reason: "output"})
 		}
@@ -442,32 +443,4 @@ func (i *instance) Cleanup(context.Context) error {
 		i.cleanErr = i.m.Close()
 	})
 	return i.cleanErr
-}
-
-// capture keeps up to limit bytes of a stream and mirrors them to live.
-type capture struct {
-	mu        sync.Mutex
-	limit     int64
-	buf       []byte
-	truncated bool
-	live      io.Writer
-}
-
-// write adds p and reports whether the limit was exceeded by it.
-func (c *capture) write(p []byte) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.truncated {
-		return false
-	}
-	keep := p
-	if room := c.limit - int64(len(c.buf)); int64(len(keep)) > room {
-		keep = keep[:room]
-		c.truncated = true
-	}
-	c.buf = append(c.buf, keep...)
-	if c.live != nil && len(keep) > 0 {
-		_, _ = c.live.Write(keep)
-	}
-	return c.truncated
 }

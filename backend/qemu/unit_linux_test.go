@@ -3,7 +3,6 @@
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -34,21 +33,6 @@ func TestKernelCmdline(t *testing.T) {
 	}
 	if strings.Index(c, "rdinit=/x") < strings.Index(c, "panic=-1") {
 		t.Error("extra arguments must come last so that they win")
-	}
-}
-
-func TestCapture(t *testing.T) {
-	var live bytes.Buffer
-	c := &capture{limit: 5, live: &live}
-	if c.write([]byte("abc")) {
-		t.Fatal("under the limit reported as over")
-	}
-	if !c.write([]byte("defg")) {
-		t.Fatal("over the limit not reported")
-	}
-	c.write([]byte("more"))
-	if string(c.buf) != "abcde" || live.String() != "abcde" || !c.truncated {
-		t.Fatalf("buf %q live %q truncated %v", c.buf, live.String(), c.truncated)
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 	"glasshouse.dev/glasshouse/core/receipt"
 	"glasshouse.dev/glasshouse/core/version"
 	"glasshouse.dev/glasshouse/internal/cgroup"
+	"glasshouse.dev/glasshouse/internal/logging"
 	"glasshouse.dev/glasshouse/store/sqlite"
 )
 
@@ -97,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "glasshouse-agent %s (%s)\n", version.Version, runtime.Version())
 		return 0
 	}
-	log, err := newLogger(stderr, *logLevel, *logFormat)
+	log, err := logging.New(stderr, *logLevel, *logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "glasshouse-agent: %v\n", err)
 		return 2
@@ -288,19 +289,4 @@ func serve(log *slog.Logger, o options, sel *agent.Selection, pol *policy.Policy
 
 	log.Info("collector loaded", "load_ms", col.LoadTime().Milliseconds(), "socket_hooks", col.SocketHooks(), "cgroup_root", root)
 	return a.Run(ctx)
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want json or text", format)
 }

@@ -28,6 +28,7 @@ import (
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/core/profiling"
 	"glasshouse.dev/glasshouse/core/version"
+	"glasshouse.dev/glasshouse/internal/logging"
 	"glasshouse.dev/glasshouse/server"
 	"glasshouse.dev/glasshouse/store"
 	"glasshouse.dev/glasshouse/store/sqlite"
@@ -107,7 +108,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "glasshouse-server %s (%s)\n", version.Version, runtime.Version())
 		return 0
 	}
-	log, err := newLogger(stderr, *logLevel, *logFormat)
+	log, err := logging.New(stderr, *logLevel, *logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "glasshouse-server: %v\n", err)
 		return 2
@@ -138,21 +139,6 @@ type options struct {
 	synchronous, node                    string
 	pprof                                string
 	limits                               server.Limits
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want json or text", format)
 }
 
 func serve(log *slog.Logger, o options) error {
