@@ -35,3 +35,6 @@ fi
 
 echo "== go test" >&2
 go test -timeout 45m -count=1 ./...
+
+echo "== go test -race (everything but the VM suite, which TCG makes too slow for it)" >&2
+go test -race -timeout 20m -count=1 $(go list ./... | grep -v '/backend/qemu$')
