@@ -46,6 +46,10 @@ fi
 command -v go >/dev/null || { echo "setup.sh: Go is not installed (expected /usr/local/go)" >&2; exit 1; }
 mkdir -p bin
 go build -o bin/ ./cmd/...
+# bin/glasshouse is the lean CLI; it hands policy, signing and signals to
+# the full build beside it (see cmd/glasshouse/main.go).
+go build -o bin/glasshouse-full ./cmd/glasshouse
+go build -tags lean -o bin/glasshouse ./cmd/glasshouse
 echo "setup.sh: built $(ls bin | tr '\n' ' ')" >&2
 
 if ((GUEST)); then

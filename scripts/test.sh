@@ -18,6 +18,7 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+go vet -tags lean ./cmd/glasshouse
 
 echo "== generated eBPF code is up to date" >&2
 # Kernel types are regenerated too when this is the kernel they came from;

@@ -21,7 +21,7 @@ func BenchmarkRunOverhead(b *testing.B) {
 		python = p // the interpreter the sandbox's clean PATH finds
 	}
 	bin := filepath.Join(b.TempDir(), "glasshouse")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	build := exec.Command("go", "build", "-tags", "lean", "-o", bin, ".") // as scripts/setup.sh installs it
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		b.Fatal(err)
@@ -59,24 +59,27 @@ func median(d []time.Duration) time.Duration {
 
 // BenchmarkStartup separates what a CLI invocation pays before any work:
 // /bin/true (process creation), a hello-world Go binary (the Go runtime's
-// start) and `glasshouse version` (this binary's size and package
-// initialisation), interleaved, as medians and ratios to /bin/true.
+// start) and `glasshouse version` of the lean and the full build (binary
+// size and package initialisation), interleaved, as medians and the lean
+// build's ratio to hello-world.
 // GODEBUG=inittrace=1 glasshouse version names the packages whose init
 // costs most.
 func BenchmarkStartup(b *testing.B) {
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "glasshouse")
+	bin, full := filepath.Join(dir, "glasshouse"), filepath.Join(dir, "glasshouse-full")
 	hello := filepath.Join(dir, "hello")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		b.Fatal(err)
+	for _, args := range [][]string{{"-tags", "lean", "-o", bin}, {"-o", full}} {
+		build := exec.Command("go", append(append([]string{"build"}, args...), ".")...)
+		build.Stderr = os.Stderr
+		if err := build.Run(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	src := filepath.Join(dir, "hello.go")
 	if err := os.WriteFile(src, []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hi\\n\") }\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	build = exec.Command("go", "build", "-o", hello, src)
+	build := exec.Command("go", "build", "-o", hello, src)
 	build.Dir = dir
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
@@ -93,12 +96,12 @@ func BenchmarkStartup(b *testing.B) {
 		}
 		return time.Since(start)
 	}
-	var tr, hw, gv []time.Duration
+	var tr, hw, gv, gf []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N+3; i++ {
-		t, h, g := timeIt(truePath), timeIt(hello), timeIt(bin, "version")
+		t, h, g, f := timeIt(truePath), timeIt(hello), timeIt(bin, "version"), timeIt(full, "version")
 		if i >= 3 {
-			tr, hw, gv = append(tr, t), append(hw, h), append(gv, g)
+			tr, hw, gv, gf = append(tr, t), append(hw, h), append(gv, g), append(gf, f)
 		}
 	}
 	b.StopTimer()
@@ -106,5 +109,6 @@ func BenchmarkStartup(b *testing.B) {
 	b.ReportMetric(float64(mt.Microseconds())/1000, "true-ms")
 	b.ReportMetric(float64(mh.Microseconds())/1000, "hello-go-ms")
 	b.ReportMetric(float64(mg.Microseconds())/1000, "version-ms")
+	b.ReportMetric(float64(median(gf).Microseconds())/1000, "full-version-ms")
 	b.ReportMetric(float64(mg)/float64(mh), "version/hello")
 }

@@ -1,3 +1,5 @@
+//go:build !lean
+
 package main
 
 import (
@@ -8,7 +10,7 @@ import (
 )
 
 func init() {
-	register(command{name: "keygen", summary: "make an ed25519 key pair for signing receipts", run: keygenCmd})
+	register(command{name: "keygen", summary: fullOnly["keygen"], run: keygenCmd})
 }
 
 func keygenCmd(args []string, stdout, stderr io.Writer) int {

@@ -1,3 +1,5 @@
+//go:build !lean
+
 package main
 
 import (
@@ -13,7 +15,7 @@ import (
 )
 
 func init() {
-	register(command{name: "policy", summary: "check receipts against a policy; list or show the built-in packs", run: policyCmd})
+	register(command{name: "policy", summary: fullOnly["policy"], run: policyCmd})
 }
 
 const policyUsage = `usage: glasshouse policy check --policy FILE|PACK[,...] [--json] RECEIPT...

@@ -73,6 +73,11 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
+	if loadExtras == nil && (f.policy != "" || f.sign != "") {
+		// Before anything is read (--python - reads stdin): the full
+		// build starts over with the same arguments.
+		return delegate(append([]string{"run"}, args...), stderr)
+	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	spec, err := f.spec(fs.Args(), set)
@@ -230,18 +235,16 @@ func (f *runFlags) execute(spec execution.Spec, stderr io.Writer) int {
 		cfg.Profiler = ctrl
 	}
 	var opts []execution.RunOption
-	if f.policy != "" {
-		ev, err := loadEvaluator(f.policy)
-		if err != nil {
-			return fail(stderr, "run", usageErrorf("--policy: %v", err))
-		}
-		opts = append(opts, execution.WithPolicy(ev))
-	}
 	var signer receiptSigner
-	if f.sign != "" {
-		if signer, err = loadSigner(f.sign); err != nil {
-			return fail(stderr, "run", usageErrorf("--sign: %v", err))
+	if f.policy != "" || f.sign != "" {
+		ev, sg, err := loadExtras(f.policy, f.sign)
+		if err != nil {
+			return fail(stderr, "run", err)
 		}
+		if ev != nil {
+			opts = append(opts, execution.WithPolicy(ev))
+		}
+		signer = sg
 	}
 	engine, err := execution.New(cfg)
 	if err != nil {
@@ -332,6 +335,13 @@ func writeCollected(dir string, f execution.File) error {
 	}
 	return os.WriteFile(p, f.Content, 0o644)
 }
+
+// receiptSigner returns the signed envelope of a receipt.
+type receiptSigner func(*receipt.Receipt) ([]byte, error)
+
+// loadExtras loads what --policy and --sign name. The full build sets it;
+// the lean build hands such runs to the full build before they start.
+var loadExtras func(policyRef, keyPath string) (execution.Evaluator, receiptSigner, error)
 
 func writeReceipt(path string, r *receipt.Receipt, signer receiptSigner) error {
 	b, err := receipt.Marshal(r)

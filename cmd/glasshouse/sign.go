@@ -1,3 +1,5 @@
+//go:build !lean
+
 package main
 
 import (
@@ -11,13 +13,10 @@ import (
 )
 
 func init() {
-	register(command{name: "sign", summary: "sign receipt files with an ed25519 key (writes FILE.dsse.json)", run: signCmd})
+	register(command{name: "sign", summary: fullOnly["sign"], run: signCmd})
 }
 
 const signUsage = "usage: glasshouse sign --key KEY RECEIPT..."
-
-// receiptSigner returns the signed envelope of a receipt.
-type receiptSigner func(*receipt.Receipt) ([]byte, error)
 
 // loadSigner reads a private key and returns a signer.
 func loadSigner(path string) (receiptSigner, error) {

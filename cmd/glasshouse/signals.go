@@ -1,3 +1,5 @@
+//go:build !lean
+
 package main
 
 import (
@@ -12,7 +14,7 @@ import (
 )
 
 func init() {
-	register(command{name: "signals", summary: "derive training signals (JSONL) from receipts", run: signalsCmd})
+	register(command{name: "signals", summary: fullOnly["signals"], run: signalsCmd})
 }
 
 const signalsUsage = `usage: glasshouse signals [--reward R.yaml] [--expect-stdout FILE [--match exact|trim]]

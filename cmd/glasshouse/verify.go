@@ -1,3 +1,5 @@
+//go:build !lean
+
 package main
 
 import (
@@ -9,7 +11,7 @@ import (
 )
 
 func init() {
-	register(command{name: "verify", summary: "verify signed receipts (FILE.dsse.json) against a public key", run: verifyCmd})
+	register(command{name: "verify", summary: fullOnly["verify"], run: verifyCmd})
 }
 
 const verifyUsage = "usage: glasshouse verify --key PUB FILE..."
