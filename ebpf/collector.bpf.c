@@ -868,16 +868,20 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	int t64 = traced64(nr), t32 = traced32(nr);
 	if (!t64 && !t32)
 		return 0;
+	/* Many i386 numbers of traced calls are common x86_64 calls (mmap,
+	 * mprotect, fstat, lseek...): rule out a 32-bit call, a read of the
+	 * task, before the target lookup every process on the host would
+	 * otherwise pay for them. */
+	int compat = in_compat();
+	if (compat ? !t32 : !t64)
+		return 0;
 	struct inflight in = {};
 	if (!current_match(&in.m))
 		return 0;
-	if (in_compat()) {
-		if (t32)
-			report_compat(nr, &in.m);
+	if (compat) {
+		report_compat(nr, &in.m);
 		return 0;
 	}
-	if (!t64)
-		return 0;
 	/* One read of the saved registers instead of one per argument. */
 	struct pt_regs regs;
 	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)ctx->args[0]))
