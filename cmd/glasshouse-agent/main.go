@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -31,9 +30,8 @@ import (
 	"glasshouse.dev/glasshouse/audit"
 	"glasshouse.dev/glasshouse/core/policy"
 	"glasshouse.dev/glasshouse/core/receipt"
-	"glasshouse.dev/glasshouse/core/version"
 	"glasshouse.dev/glasshouse/internal/cgroup"
-	"glasshouse.dev/glasshouse/internal/logging"
+	"glasshouse.dev/glasshouse/internal/daemon"
 	"glasshouse.dev/glasshouse/store/sqlite"
 )
 
@@ -81,27 +79,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.capProcs, "max-processes", receipt.DefaultCaps.Processes, "processes per receipt")
 	fs.IntVar(&o.capNet, "max-network", receipt.DefaultCaps.Network, "network entries per receipt")
 	fs.Int64Var(&o.fileMax, "output-file-max-bytes", agent.DefaultFileMaxBytes, "size at which a file sink rotates to PATH.1")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	logFormat := fs.String("log-format", "json", "json or text")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "glasshouse-agent: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *showVersion {
-		fmt.Fprintf(stdout, "glasshouse-agent %s (%s)\n", version.Version, runtime.Version())
-		return 0
-	}
-	log, err := logging.New(stderr, *logLevel, *logFormat)
-	if err != nil {
-		fmt.Fprintf(stderr, "glasshouse-agent: %v\n", err)
-		return 2
+	common := daemon.Register(fs, "glasshouse-agent")
+	log, code := common.Parse(fs, args, stdout, stderr)
+	if log == nil {
+		return code
 	}
 	sel, pol, err := loadReloadable(o)
 	if err != nil {

@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,14 +27,14 @@ import (
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/core/profiling"
 	"glasshouse.dev/glasshouse/core/version"
-	"glasshouse.dev/glasshouse/internal/logging"
+	"glasshouse.dev/glasshouse/internal/daemon"
 	"glasshouse.dev/glasshouse/server"
 	"glasshouse.dev/glasshouse/store"
 	"glasshouse.dev/glasshouse/store/sqlite"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 type settings map[string]string
@@ -63,7 +62,7 @@ func defaultDataDir() string {
 	return "glasshouse-data"
 }
 
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("glasshouse-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -87,31 +86,14 @@ func run(args []string, stderr io.Writer) int {
 		maxBatch        = fs.Int("max-batch", server.DefaultLimits.MaxBatch, "most runs in one POST /runs")
 		maxCode         = fs.Int("max-code-bytes", server.DefaultLimits.MaxCodeBytes, "largest code")
 		maxTimeout      = fs.Duration("max-timeout", server.DefaultLimits.MaxTimeout, "largest timeout a request may ask for")
-		logLevel        = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat       = fs.String("log-format", "json", "json or text")
-		showVersion     = fs.Bool("version", false, "print the version and exit")
 		pprofAddr       = fs.String("pprof", "", "serve Go runtime profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	)
 	backendSettings := settings{}
 	fs.Var(backendSettings, "setting", "backend setting name=value (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "glasshouse-server: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *showVersion {
-		fmt.Fprintf(stderr, "glasshouse-server %s (%s)\n", version.Version, runtime.Version())
-		return 0
-	}
-	log, err := logging.New(stderr, *logLevel, *logFormat)
-	if err != nil {
-		fmt.Fprintf(stderr, "glasshouse-server: %v\n", err)
-		return 2
+	common := daemon.Register(fs, "glasshouse-server")
+	log, code := common.Parse(fs, args, stdout, stderr)
+	if log == nil {
+		return code
 	}
 	if err := serve(log, options{
 		listen: *listen, dataDir: *dataDir, tokensFile: *tokensFile, backend: *backend,
