@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"glasshouse.dev/glasshouse/core/execution"
 )
 
 // runPrefix starts every workspace and cgroup name: runPrefix + owner pid
@@ -38,7 +38,7 @@ func (b *Backend) Reap(ctx context.Context) (int, error) {
 				errs = append(errs, err)
 			}
 			for _, e := range ents {
-				if !e.IsDir() || !ownerDead(e.Name()) {
+				if !e.IsDir() || !execution.OwnerDead(e.Name(), runPrefix) {
 					continue
 				}
 				if err := b.reapGroup(ctx, parent, e.Name()); err != nil {
@@ -53,7 +53,7 @@ func (b *Backend) Reap(ctx context.Context) (int, error) {
 		errs = append(errs, err)
 	}
 	for _, e := range ents {
-		if !e.IsDir() || !ownerDead(e.Name()) {
+		if !e.IsDir() || !execution.OwnerDead(e.Name(), runPrefix) {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(b.cfg.StateDir, e.Name())); err != nil {
@@ -62,21 +62,6 @@ func (b *Backend) Reap(ctx context.Context) (int, error) {
 		seen[e.Name()] = true
 	}
 	return len(seen), errors.Join(errs...)
-}
-
-// ownerDead reports whether name is a run of a process that no longer
-// exists. Names of other formats are never reaped.
-func ownerDead(name string) bool {
-	rest, ok := strings.CutPrefix(name, runPrefix)
-	if !ok {
-		return false
-	}
-	pidStr, _, ok := strings.Cut(rest, "-")
-	pid, err := strconv.Atoi(pidStr)
-	if !ok || err != nil || pid <= 0 {
-		return false
-	}
-	return errors.Is(unix.Kill(pid, 0), unix.ESRCH)
 }
 
 // reapGroup kills whatever is left in a dead owner's run cgroup and removes

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"glasshouse.dev/glasshouse/core/execution"
 )
 
 // Reap implements execution.Reaper: it kills the QEMU processes and
@@ -34,7 +36,7 @@ func (b *Backend) Reap(ctx context.Context) (int, error) {
 			continue
 		}
 		for _, e := range entries {
-			if e.IsDir() && ownerDead(e.Name(), d.prefix) {
+			if e.IsDir() && execution.OwnerDead(e.Name(), d.prefix) {
 				dirs = append(dirs, filepath.Join(d.parent, e.Name()))
 			}
 		}
@@ -59,21 +61,6 @@ func (b *Backend) Reap(ctx context.Context) (int, error) {
 		b.log.Info("reaped the leftovers of dead processes", "dirs", n)
 	}
 	return n, errors.Join(errs...)
-}
-
-// ownerDead reports whether name is prefix + pid + "-" + anything, with pid
-// a process that no longer exists. Other names are never reaped.
-func ownerDead(name, prefix string) bool {
-	rest, ok := strings.CutPrefix(name, prefix)
-	if !ok {
-		return false
-	}
-	pidStr, _, ok := strings.Cut(rest, "-")
-	pid, err := strconv.Atoi(pidStr)
-	if !ok || err != nil || pid <= 0 {
-		return false
-	}
-	return errors.Is(unix.Kill(pid, 0), unix.ESRCH)
 }
 
 // reapWait bounds the wait for killed QEMU processes to exit.

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -128,26 +127,6 @@ func TestCopySparse(t *testing.T) {
 	}
 	if err := copySparse(src, dst); err == nil {
 		t.Error("copySparse overwrote an existing file")
-	}
-}
-
-func TestOwnerDead(t *testing.T) {
-	self := os.Getpid()
-	for name, want := range map[string]bool{
-		vmDirPrefix + "1-x":                       false, // init lives
-		vmDirPrefix + strconv.Itoa(self) + "-abc": false,
-		vmDirPrefix + "999999999-abc":             true,
-		vmDirPrefix + "123456789":                 false, // the old, ownerless format
-		vmDirPrefix + "x-1":                       false,
-		"other-999999999-abc":                     false,
-		buildPrefix + "999999999-1":               false, // wrong prefix for this check
-		vmDirPrefix + "-5-x":                      false,
-		vmDirPrefix + "0-x":                       false,
-		vmDirPrefix + "99999999999999999999-":     false,
-	} {
-		if got := ownerDead(name, vmDirPrefix); got != want {
-			t.Errorf("ownerDead(%q) = %v, want %v", name, got, want)
-		}
 	}
 }
 
