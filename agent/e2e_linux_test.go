@@ -296,20 +296,7 @@ func TestE2EAgent(t *testing.T) {
 	testenv.RequireBinary(t, "python3")
 	bin := buildAgent(t)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	ln := testenv.Listen(t, "tcp4", "127.0.0.1:0")
 
 	parent := fmt.Sprintf("gh-e2e-%d", os.Getpid())
 	parentDir := filepath.Join(mount, parent)

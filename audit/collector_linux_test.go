@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -354,23 +353,8 @@ func TestNetworkNoneDeniesAndRecords(t *testing.T) {
 	f := setup(t)
 	testenv.RequireBinary(t, "python3")
 	python := "/usr/bin/python3"
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	ln := testenv.Listen(t, "tcp4", "127.0.0.1:0")
+	port := ln.Port()
 	g := newGroup(t, "")
 	guard, err := netguard.Attach(g.Path(), execution.NetworkNone)
 	if err != nil {
@@ -401,7 +385,7 @@ except PermissionError as e:
 	if strings.TrimSpace(out.String()) != "EPERM 1" {
 		t.Errorf("python printed %q, want EPERM 1", out.String())
 	}
-	if n := accepted.Load(); n != 0 {
+	if n := ln.Accepted(1, 200*time.Millisecond); n != 0 {
 		t.Errorf("the listener outside accepted %d connections", n)
 	}
 	_, _, nets, _ := agg.Sections()
@@ -422,21 +406,7 @@ except PermissionError as e:
 // handshake ended instead.
 func TestNonBlockingConnectOutcome(t *testing.T) {
 	f := setup(t)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	open := ln.Addr().(*net.TCPAddr).Port
+	open := testenv.Listen(t, "tcp4", "127.0.0.1:0").Port()
 	closed := freePort(t, "tcp")
 	rec, rep := observe(t, f.coll, f, "nbconnect", fmt.Sprint(open), fmt.Sprint(closed))
 	if rep.Dropped != 0 {

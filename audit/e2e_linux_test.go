@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -455,23 +454,8 @@ func TestPythonURLLibReceipt(t *testing.T) {
 func TestNetworkNoneRunReceipt(t *testing.T) {
 	f := setup(t)
 	testenv.RequireBinary(t, "python3")
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	ln := testenv.Listen(t, "tcp4", "127.0.0.1:0")
+	port := ln.Port()
 	code := fmt.Sprintf("import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), timeout=5)\n    print('connected')\nexcept PermissionError as e:\n    print('EPERM', e.errno)\n", port)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -486,7 +470,7 @@ func TestNetworkNoneRunReceipt(t *testing.T) {
 	if got := strings.TrimSpace(string(run.Result.Stdout)); got != "EPERM 1" {
 		t.Errorf("python printed %q (stderr %q), want EPERM 1", got, run.Result.Stderr)
 	}
-	if n := accepted.Load(); n != 0 {
+	if n := ln.Accepted(1, 200*time.Millisecond); n != 0 {
 		t.Errorf("the listener outside accepted %d connections", n)
 	}
 	r := run.Receipt

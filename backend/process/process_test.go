@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -369,23 +368,8 @@ func TestReapRemovesDeadOwnersRuns(t *testing.T) {
 // the listener; loopback must allow loopback and refuse other addresses.
 func TestNetworkModes(t *testing.T) {
 	b, _, _ := newBackend(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan struct{}, 10)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- struct{}{}
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	ln := testenv.Listen(t, "tcp4", "127.0.0.1:0")
+	port := ln.Port()
 	code := `import errno, socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
 try:
@@ -406,6 +390,7 @@ except OSError as e:
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.mode)+"-"+tt.host, func(t *testing.T) {
+			before := ln.Accepted(0, 0)
 			r := run(t, b, execution.Spec{
 				Command: []string{"python3", "-c", code, tt.host, strconv.Itoa(port)},
 				Limits:  execution.Limits{Network: tt.mode},
@@ -413,15 +398,11 @@ except OSError as e:
 			if got := strings.TrimSpace(string(r.Result.Stdout)); got != tt.want {
 				t.Fatalf("connect: %q (stderr %q), want %q", got, r.Result.Stderr, tt.want)
 			}
-			select {
-			case <-accepted:
-				if !tt.accepted {
-					t.Fatal("the listener accepted a connection the mode forbids")
-				}
-			case <-time.After(200 * time.Millisecond):
-				if tt.accepted {
-					t.Fatal("the listener saw no connection")
-				}
+			switch n := ln.Accepted(before+1, 200*time.Millisecond) - before; {
+			case n > 0 && !tt.accepted:
+				t.Fatal("the listener accepted a connection the mode forbids")
+			case n == 0 && tt.accepted:
+				t.Fatal("the listener saw no connection")
 			}
 			if strings.Contains(strings.Join(r.Receipt.Backend.Notes, " "), "network") {
 				t.Errorf("enforcement degraded: %q", r.Receipt.Backend.Notes)

@@ -170,38 +170,11 @@ func runIn(t *testing.T, g *cgroup.Group, op, addr string) string {
 	return string(b)
 }
 
-// listener accepts TCP connections on loopback and counts them.
-type listener struct {
-	net.Listener
-	accepted atomic.Int64
-}
-
-func newListener(t *testing.T, network, addr string) *listener {
-	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		testenv.Skip(t, "listen "+addr+": "+err.Error())
-	}
-	l := &listener{Listener: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			l.accepted.Add(1)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return l
-}
-
 func TestNoneDeniesEverything(t *testing.T) {
 	g := newGroup(t)
 	attach(t, g.Path(), execution.NetworkNone)
-	ln4 := newListener(t, "tcp4", "127.0.0.1:0")
-	ln6 := newListener(t, "tcp6", "[::1]:0")
+	ln4 := testenv.Listen(t, "tcp4", "127.0.0.1:0")
+	ln6 := testenv.Listen(t, "tcp6", "[::1]:0")
 	cases := []struct{ op, addr string }{
 		{"connect", ln4.Addr().String()},
 		{"connect", ln6.Addr().String()},
@@ -216,7 +189,7 @@ func TestNoneDeniesEverything(t *testing.T) {
 			t.Errorf("%s %s in network none: got %q, want EPERM", c.op, c.addr, got)
 		}
 	}
-	if n := ln4.accepted.Load() + ln6.accepted.Load(); n != 0 {
+	if n := ln4.Accepted(1, 200*time.Millisecond) + ln6.Accepted(1, 200*time.Millisecond); n != 0 {
 		t.Errorf("listeners outside the sandbox accepted %d connections", n)
 	}
 }
@@ -270,8 +243,8 @@ func readAll(f *os.File) ([]byte, error) {
 func TestLoopbackAllowsOnlyLoopback(t *testing.T) {
 	g := newGroup(t)
 	attach(t, g.Path(), execution.NetworkLoopback)
-	ln4 := newListener(t, "tcp4", "127.0.0.1:0")
-	ln6 := newListener(t, "tcp6", "[::1]:0")
+	ln4 := testenv.Listen(t, "tcp4", "127.0.0.1:0")
+	ln6 := testenv.Listen(t, "tcp6", "[::1]:0")
 	cases := []struct{ op, addr, want string }{
 		{"connect", ln4.Addr().String(), "ok"},
 		{"connect", ln6.Addr().String(), "ok"},
@@ -290,15 +263,8 @@ func TestLoopbackAllowsOnlyLoopback(t *testing.T) {
 			t.Errorf("%s %s in network loopback: got %q, want %q", c.op, c.addr, got, c.want)
 		}
 	}
-	if n := ln4.accepted.Load() + ln6.accepted.Load(); n == 0 {
-		// Accepting is asynchronous; wait for the listeners a little.
-		deadline := time.Now().Add(2 * time.Second)
-		for time.Now().Before(deadline) && ln4.accepted.Load()+ln6.accepted.Load() < 2 {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := ln4.accepted.Load() + ln6.accepted.Load(); n != 2 {
-			t.Errorf("listeners accepted %d connections, want 2", n)
-		}
+	if n := ln4.Accepted(1, 2*time.Second) + ln6.Accepted(1, 2*time.Second); n != 2 {
+		t.Errorf("listeners accepted %d connections, want 2", n)
 	}
 }
 
@@ -315,7 +281,7 @@ func TestCloseDetachesAndDescendantsAreGuarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer child.Remove()
-	ln := newListener(t, "tcp4", "127.0.0.1:0")
+	ln := testenv.Listen(t, "tcp4", "127.0.0.1:0")
 	if got := runIn(t, child, "connect", ln.Addr().String()); got != "EPERM" {
 		t.Errorf("connect from a nested cgroup: got %q, want EPERM", got)
 	}
@@ -405,7 +371,7 @@ func TestEnforceAttachesOnce(t *testing.T) {
 			t.Errorf("%s: %d programs attached after three Enforce calls, want 1", p.name, n)
 		}
 	}
-	ln := newListener(t, "tcp4", "127.0.0.1:0")
+	ln := testenv.Listen(t, "tcp4", "127.0.0.1:0")
 	if got := runIn(t, g, "connect", ln.Addr().String()); got != "EPERM" {
 		t.Errorf("connect under Enforce(none): got %q, want EPERM", got)
 	}
