@@ -108,7 +108,7 @@ func errName(err error) string {
 var groupSeq atomic.Int64
 
 // newGroup makes a cgroup2 directory for the test, removed at cleanup.
-func newGroup(t *testing.T) *cgroup.Group {
+func newGroup(t testing.TB) *cgroup.Group {
 	t.Helper()
 	testenv.RequireRoot(t)
 	layout, err := cgroup.Detect()
@@ -320,16 +320,7 @@ func TestAttachRejectsBadInput(t *testing.T) {
 }
 
 func BenchmarkAttachClose(b *testing.B) {
-	testenv.RequireRoot(b)
-	layout, err := cgroup.Detect()
-	if err != nil {
-		b.Skip(err)
-	}
-	g, err := layout.Create("glasshouse-test", fmt.Sprintf("netguard-bench-%d", os.Getpid()), cgroup.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer g.Remove()
+	g := newGroup(b)
 	for b.Loop() {
 		guard, err := Attach(g.Path(), execution.NetworkNone)
 		if err != nil {
@@ -483,16 +474,7 @@ func TestEnforceDetachesDuplicates(t *testing.T) {
 //
 //	go test ./ebpf/netguard -run '^$' -bench BenchmarkEnforce
 func BenchmarkEnforce(b *testing.B) {
-	testenv.RequireRoot(b)
-	layout, err := cgroup.Detect()
-	if err != nil {
-		b.Skip(err)
-	}
-	g, err := layout.Create("glasshouse-test", fmt.Sprintf("netguard-bench-%d", os.Getpid()), cgroup.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer g.Remove()
+	g := newGroup(b)
 	if err := Enforce(g.Path(), execution.NetworkNone); err != nil {
 		b.Fatal(err)
 	}
