@@ -348,20 +348,7 @@ func TestEnforceAttachesOnce(t *testing.T) {
 			t.Fatalf("Enforce #%d: %v", i+1, err)
 		}
 	}
-	f, err := os.Open(g.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, p := range modes[execution.NetworkNone] {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: p.attach})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := len(res.Programs); n != 1 {
-			t.Errorf("%s: %d programs attached after three Enforce calls, want 1", p.name, n)
-		}
-	}
+	requireAttachedOnce(t, g, "three Enforce calls")
 	ln := testenv.Listen(t, "tcp4", "127.0.0.1:0")
 	if got := runIn(t, g, "connect", ln.Addr().String()); got != "EPERM" {
 		t.Errorf("connect under Enforce(none): got %q, want EPERM", got)
@@ -452,20 +439,7 @@ func TestEnforceDetachesDuplicates(t *testing.T) {
 	if err := Enforce(g.Path(), execution.NetworkNone); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(g.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, p := range modes[execution.NetworkNone] {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: p.attach})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := len(res.Programs); n != 1 {
-			t.Errorf("%s: %d programs attached after Enforce, want 1", p.name, n)
-		}
-	}
+	requireAttachedOnce(t, g, "Enforce")
 }
 
 // BenchmarkEnforce measures Enforce on a cgroup where the policy is already
@@ -507,4 +481,24 @@ func BenchmarkEnforce(b *testing.B) {
 			}
 		}
 	})
+}
+
+// requireAttachedOnce checks that g has exactly one program of each of
+// network none's attach types, after what the test did.
+func requireAttachedOnce(t *testing.T, g *cgroup.Group, after string) {
+	t.Helper()
+	f, err := os.Open(g.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range modes[execution.NetworkNone] {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: p.attach})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(res.Programs); n != 1 {
+			t.Errorf("%s: %d programs attached after %s, want 1", p.name, n, after)
+		}
+	}
 }
