@@ -45,7 +45,7 @@ fi
 
 command -v go >/dev/null || { echo "setup.sh: Go is not installed (expected /usr/local/go)" >&2; exit 1; }
 mkdir -p bin
-go build -o bin/ ./cmd/...
+go build -o bin/ $(go list ./cmd/... | grep -v '/cmd/glasshouse$')
 # bin/glasshouse is the lean CLI; it hands policy, signing and signals to
 # the full build beside it (see cmd/glasshouse/main.go).
 go build -o bin/glasshouse-full ./cmd/glasshouse
