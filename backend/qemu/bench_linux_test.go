@@ -19,7 +19,8 @@ import (
 
 // TestVMBench measures cold starts, warm-pool latency, boot phases and the
 // memory of idle pooled guests, with snapshot restore and, as the
-// baseline in the same run, with plain boots (qemu.snapshot=false), and
+// baselines in the same run, without the Python zygote
+// (qemu.python_zygote=false) and with plain boots (qemu.snapshot=false), and
 // against host python3. It is run by scripts/bench-vm.sh
 // (GLASSHOUSE_BENCH_VM=1), not by go test.
 func TestVMBench(t *testing.T) {
@@ -64,15 +65,25 @@ func TestVMBench(t *testing.T) {
 	d, _ := benchRun(t, cb, spec)
 	fmt.Printf("%-52s %9.1f ms (includes booting and saving the template) [%s]\n", "first cold start", ms(d), usedAccel)
 	coldRuns(t, "cold start, restored from snapshot", cb, spec, cold, usedAccel, median(host))
+	nz, _ := newTestBackend(t, settings(true, "qemu.python_zygote", "false"))
+	benchRun(t, nz, spec) // builds its template
+	coldRuns(t, "cold start, restored, qemu.python_zygote=false", nz, spec, cold, usedAccel, median(host))
 	if boots {
 		bb, _ := newTestBackend(t, settings(false))
 		coldRuns(t, "cold start, booted (qemu.snapshot=false)", bb, spec, cold, usedAccel, median(host))
 	}
 
-	warmRuns(t, "warm pool, restored guests", settings(true, "qemu.pool", strconv.Itoa(pool)), spec, pool, warm, usedAccel, median(host))
-	if boots {
-		warmRuns(t, "warm pool, booted guests (qemu.snapshot=false)", settings(false, "qemu.pool", strconv.Itoa(pool)), spec, pool, warm, usedAccel, median(host))
+	poolOf := func(snapshot bool, extra ...string) map[string]string {
+		return settings(snapshot, append([]string{"qemu.pool", strconv.Itoa(pool)}, extra...)...)
 	}
+	variants := []warmVariant{
+		{"restored guests", poolOf(true)},
+		{"restored, qemu.python_zygote=false", poolOf(true, "qemu.python_zygote", "false")},
+	}
+	if boots {
+		variants = append(variants, warmVariant{"booted guests (qemu.snapshot=false)", poolOf(false)})
+	}
+	warmRuns(t, variants, spec, pool, warm, usedAccel, median(host))
 	fmt.Printf("load average after: %s\n", loadavg())
 }
 
@@ -108,37 +119,60 @@ func coldRuns(t *testing.T, name string, b *Backend, spec execution.Spec, n int,
 	phase("Start to result (host)", func(p Phases) time.Duration { return p.Total })
 }
 
-func warmRuns(t *testing.T, name string, settings map[string]string, spec execution.Spec, pool, n int, accel string, host time.Duration) {
-	wb, tr := newTestBackend(t, settings)
-	wb.Warm()
-	waitPool(t, wb, pool)
-	time.Sleep(2 * time.Second)
-	mem := qemuMemory(tr.state)
-	fmt.Printf("%-52s RSS %6.1f MiB, PSS %6.1f MiB, private %6.1f MiB per VM (%d idle VMs) [%s]\n", "  idle pooled VM, host memory",
-		mib(mem.rss)/float64(pool), mib(mem.pss)/float64(pool), mib(mem.private)/float64(pool), pool, accel)
-	var total, prepare, started, python, teardown []time.Duration
-	misses := 0
-	for i := 0; i < n; i++ {
-		waitPool(t, wb, pool)
-		d, ph := benchRun(t, wb, spec)
-		if !ph.Warm {
-			misses++
-		}
-		total = append(total, d)
-		prepare = append(prepare, ph.Prepare)
-		started = append(started, ph.Started)
-		python = append(python, ph.Run)
-		teardown = append(teardown, ph.Teardown)
+// warmVariant is one pool configuration measured by warmRuns.
+type warmVariant struct {
+	name     string
+	settings map[string]string
+}
+
+// warmRuns measures warm-pool latency of each variant, taking runs from
+// the variants in turn (the machine's load drifts over minutes, and an
+// interleaved comparison shares the drift), with every pool full before
+// each run so that no refill competes with it.
+func warmRuns(t *testing.T, variants []warmVariant, spec execution.Spec, pool, n int, accel string, host time.Duration) {
+	type result struct {
+		b                                         *Backend
+		total, prepare, started, python, teardown []time.Duration
+		misses                                    int
 	}
-	report(fmt.Sprintf("%s, run to result [%s] (%d misses)", name, accel, misses), total, host)
-	report("  phase: Prepare (take a pooled guest)", prepare, 0)
-	report("  phase: send run to Started (host)", started, 0)
-	report("  phase: Python run (in the guest)", python, 0)
-	report("  phase: QEMU teardown after Done (host)", teardown, 0)
-	s := wb.Stats()
-	fmt.Printf("  pool: booted %d, last boot %.0f ms, boot failures %d\n", s.Booted, ms(s.LastBoot), s.BootFailures)
-	if err := wb.Close(); err != nil {
-		t.Error(err)
+	results := make([]*result, len(variants))
+	for i, v := range variants {
+		wb, tr := newTestBackend(t, v.settings)
+		wb.Warm()
+		waitPool(t, wb, pool)
+		time.Sleep(2 * time.Second)
+		mem := qemuMemory(tr.state)
+		fmt.Printf("%-52s RSS %6.1f MiB, PSS %6.1f MiB, private %6.1f MiB per VM (%d idle VMs) [%s]\n", "idle pooled VM, host memory: "+v.name,
+			mib(mem.rss)/float64(pool), mib(mem.pss)/float64(pool), mib(mem.private)/float64(pool), pool, accel)
+		results[i] = &result{b: wb}
+	}
+	for range n {
+		for _, r := range results {
+			for _, o := range results {
+				waitPool(t, o.b, pool)
+			}
+			d, ph := benchRun(t, r.b, spec)
+			if !ph.Warm {
+				r.misses++
+			}
+			r.total = append(r.total, d)
+			r.prepare = append(r.prepare, ph.Prepare)
+			r.started = append(r.started, ph.Started)
+			r.python = append(r.python, ph.Run)
+			r.teardown = append(r.teardown, ph.Teardown)
+		}
+	}
+	for i, r := range results {
+		report(fmt.Sprintf("warm pool, %s, run to result [%s] (%d misses)", variants[i].name, accel, r.misses), r.total, host)
+		report("  phase: Prepare (take a pooled guest)", r.prepare, 0)
+		report("  phase: send run to Started (host)", r.started, 0)
+		report("  phase: Python run (in the guest)", r.python, 0)
+		report("  phase: QEMU teardown after Done (host)", r.teardown, 0)
+		s := r.b.Stats()
+		fmt.Printf("  pool: booted %d, last boot %.0f ms, boot failures %d\n", s.Booted, ms(s.LastBoot), s.BootFailures)
+		if err := r.b.Close(); err != nil {
+			t.Error(err)
+		}
 	}
 }
 

@@ -43,6 +43,9 @@ import (
 //	qemu.pool_prewarm=BOOL   pooled guests restored from a snapshot run Python once
 //	                         before they are ready, warming the emulator's code
 //	                         cache (default true)
+//	qemu.python_zygote=BOOL  snapshot templates start a Python interpreter that the
+//	                         first `python3 SCRIPT` run of each restored guest
+//	                         resumes, skipping the interpreter's startup (default true)
 type Config struct {
 	Binary      string
 	Accel       string
@@ -68,6 +71,9 @@ type Config struct {
 	// PoolPrewarm has restored pooled guests run Python once before they
 	// report ready.
 	PoolPrewarm bool
+	// PythonZygote has templates start a Python zygote for their guests'
+	// runs (see guest/init).
+	PythonZygote bool
 	// StateDir holds per-VM directories (sockets, workspace images).
 	StateDir string
 	// ArtifactsDir holds vmlinuz, initramfs.cpio and rootfs.ext4; empty
@@ -105,6 +111,7 @@ func DefaultConfig() Config {
 		MaxLogs:       100,
 		Snapshot:      true,
 		PoolPrewarm:   true,
+		PythonZygote:  true,
 	}
 }
 
@@ -194,6 +201,8 @@ func configFrom(opts execution.Options) (Config, error) {
 			c.SnapshotDir = v
 		case "pool_prewarm":
 			c.PoolPrewarm, err = strconv.ParseBool(v)
+		case "python_zygote":
+			c.PythonZygote, err = strconv.ParseBool(v)
 		default:
 			return c, fmt.Errorf("unknown setting %s", k)
 		}

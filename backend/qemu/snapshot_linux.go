@@ -233,7 +233,7 @@ func (b *Backend) snapshotKey(a artifacts, accel string, v variant) (string, map
 // templateSpec is how a template of v boots.
 func (b *Backend) templateSpec(accel string, v variant) vmSpec {
 	return vmSpec{accel: accel, memoryBytes: v.memory, timeout: b.cfg.BootTimeout,
-		prewarm: true, eagerCollector: v.collector, net: v.net, template: true}
+		prewarm: true, eagerCollector: v.collector, net: v.net, template: true, zygote: b.cfg.PythonZygote}
 }
 
 // memoryClass is the guest RAM of a run that needs need bytes: qemu.memory

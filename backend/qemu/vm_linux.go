@@ -48,6 +48,8 @@ type vmSpec struct {
 	// state there and the VM ends.
 	template    bool
 	templateDir string
+	// zygote has a template start a Python zygote (glasshouse.zygote=1).
+	zygote bool
 	// restore restores the guest from a template instead of booting it.
 	restore *snapshot
 	// wakePrewarm has a restored guest run Python once before it is ready.
@@ -230,6 +232,9 @@ func (b *Backend) cmdline(vs vmSpec) string {
 	}
 	if vs.template {
 		words = append(words, "glasshouse.snapshot=1")
+	}
+	if vs.zygote {
+		words = append(words, "glasshouse.zygote=1")
 	}
 	return kernelCmdline(strings.Join(words, " "), b.cfg.KernelArgs, vs.extraArgs)
 }

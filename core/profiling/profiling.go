@@ -122,6 +122,9 @@ const (
 	KindFile
 	// KindNet is a network operation (Op, Family, Protocol, Address, Port).
 	KindNet
+	// KindRunning describes a process that was already running Exe with
+	// Argv in Cwd when observation began (its exec was not observed).
+	KindRunning
 )
 
 func (k Kind) String() string {
@@ -138,6 +141,8 @@ func (k Kind) String() string {
 		return "file"
 	case KindNet:
 		return "net"
+	case KindRunning:
+		return "running"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

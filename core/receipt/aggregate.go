@@ -104,6 +104,9 @@ func (a *Aggregator) Add(ev *profiling.Event) {
 		a.file(File{Path: a.clip(ev.Path), Op: ev.Op, Target: a.clip(ev.Target), PID: ev.PID, OK: ev.Errno == "", Errno: ev.Errno})
 	case profiling.KindNet:
 		a.network(ev)
+	case profiling.KindRunning:
+		a.seed(Process{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, Exe: ev.Exe, Argv: ev.Argv, Cwd: ev.Cwd,
+			StartOffsetMS: a.offset(ev.Time)}, ev.Time)
 	}
 }
 

@@ -10,7 +10,8 @@ import "time"
 // event it adds no file entry. p.EndOffsetMS is set to -1 (alive); p's
 // argv and strings are clipped to the caps like an exec's. A seed beyond
 // the process cap is counted in Omitted.Processes. Seeding a pid that is
-// already live replaces nothing and is ignored.
+// already live replaces nothing and is ignored. A KindRunning event seeds
+// its process the same way.
 //
 // seenAt is when p was described. Events of p's pid that happened before
 // it but are delivered after (the ring buffer lags a /proc scan) describe
@@ -19,6 +20,10 @@ import "time"
 func (a *Aggregator) Seed(p Process, seenAt time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.seed(p, seenAt)
+}
+
+func (a *Aggregator) seed(p Process, seenAt time.Time) {
 	if _, ok := a.live[p.PID]; ok {
 		return
 	}

@@ -63,3 +63,32 @@ func TestAggregatorSeedLateEvents(t *testing.T) {
 		t.Fatalf("second image %+v", ps[1])
 	}
 }
+
+// TestAggregatorRunningEvent covers KindRunning, a guest's description of
+// a process that exec'd before observation began: it seeds the process
+// (no exec file entry), its forks inherit its image, and an exec of it is
+// an exec chain.
+func TestAggregatorRunningEvent(t *testing.T) {
+	start := time.Unix(1000, 0)
+	a := NewAggregator(start, Caps{})
+	a.Add(&profiling.Event{Kind: profiling.KindRunning, PID: 30, PPID: 1, UID: 1000,
+		Exe: "/usr/bin/python3", Argv: []string{"python3", "main.py"}, Cwd: "/workspace"})
+	a.Add(&profiling.Event{Kind: profiling.KindFork, Time: start.Add(time.Millisecond), PID: 31, PPID: 30})
+	a.Add(&profiling.Event{Kind: profiling.KindExec, Time: start.Add(2 * time.Millisecond), PID: 30, PPID: 1, Exe: "/bin/true", Argv: []string{"true"}})
+	ps, fs, _, _ := a.Sections()
+	if len(ps) != 3 {
+		t.Fatalf("want the running image, its fork and the exec'd image: %+v", ps)
+	}
+	if p := ps[0]; p.PID != 30 || p.Exe != "/usr/bin/python3" || p.Argv[1] != "main.py" || p.Cwd != "/workspace" || p.UID != 1000 || p.StartOffsetMS != 0 || p.EndOffsetMS != 2 {
+		t.Fatalf("running process %+v", p)
+	}
+	if f := ps[1]; f.PID != 31 || f.Exe != "/usr/bin/python3" {
+		t.Fatalf("fork of the running process %+v", f)
+	}
+	if c := ps[2]; c.PID != 30 || c.Exe != "/bin/true" || c.EndOffsetMS != -1 {
+		t.Fatalf("exec chain of the running process %+v", c)
+	}
+	if len(fs) != 1 || fs[0].Path != "/bin/true" {
+		t.Fatalf("files: want only the exec of /bin/true: %+v", fs)
+	}
+}

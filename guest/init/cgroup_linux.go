@@ -24,6 +24,8 @@ type cgroup struct {
 	id  uint64
 	// missing lists controllers the guest kernel would not enable.
 	missing []string
+	// base is the usage excluded from the run's (see excludeUsage).
+	base transport.Exit
 }
 
 func setupCgroup() (*cgroup, error) {
@@ -160,8 +162,25 @@ func (c *cgroup) readInt(file string) int64 {
 	return n
 }
 
+// excludeUsage leaves the CPU time and I/O used so far out of what usage
+// reports: a zygote's startup is not part of the run that resumes it.
+// (Memory stays: the interpreter's pages are the run's too.)
+func (c *cgroup) excludeUsage() {
+	var e transport.Exit
+	c.usage(&e)
+	c.base = e
+}
+
 // usage fills the resource fields of e from the cgroup's statistics.
 func (c *cgroup) usage(e *transport.Exit) {
+	c.statistics(e)
+	e.CPUUserUS -= c.base.CPUUserUS
+	e.CPUSystemUS -= c.base.CPUSystemUS
+	e.ReadBytes -= c.base.ReadBytes
+	e.WriteBytes -= c.base.WriteBytes
+}
+
+func (c *cgroup) statistics(e *transport.Exit) {
 	cpu := keyed(filepath.Join(c.dir, "cpu.stat"))
 	e.CPUUserUS, e.CPUSystemUS = cpu["user_usec"], cpu["system_usec"]
 	e.MemoryPeakBytes = c.readInt("memory.peak")

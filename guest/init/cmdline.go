@@ -35,6 +35,9 @@ type cmdline struct {
 	// the handshake is done, the guest parks and waits for the Wake of a
 	// guest restored from its snapshot.
 	snapshot bool
+	// zygote has a snapshot template start a Python zygote for the runs
+	// of the guests restored from it (glasshouse.zygote=1).
+	zygote bool
 	// net loads the network modules ("net:" in load.order) and sets up
 	// the guest's network device for runs with network "full"
 	// (glasshouse.net=1).
@@ -90,6 +93,8 @@ func parseCmdline(s string) cmdline {
 			}
 		case "glasshouse.snapshot":
 			c.snapshot = v == "" || v == "1"
+		case "glasshouse.zygote":
+			c.zygote = v == "" || v == "1"
 		case "glasshouse.net":
 			c.net = v == "" || v == "1"
 		case "glasshouse.debug":

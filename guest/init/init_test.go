@@ -16,10 +16,10 @@ func TestParseCmdline(t *testing.T) {
 	if c := parseCmdline("glasshouse.rootdev=/dev/vda glasshouse.workdev=/etc/passwd glasshouse.collector=eager"); c.rootDev != "/dev/vda" || c.workDev != "" || !c.eagerCollector {
 		t.Fatalf("disk options: %+v", c)
 	}
-	if c := parseCmdline("glasshouse.snapshot=1 glasshouse.net"); !c.snapshot || !c.net {
+	if c := parseCmdline("glasshouse.snapshot=1 glasshouse.net glasshouse.zygote=1"); !c.snapshot || !c.net || !c.zygote {
 		t.Fatalf("snapshot options: %+v", c)
 	}
-	if c := parseCmdline("glasshouse.snapshot=0 glasshouse.net=yes"); c.snapshot || c.net {
+	if c := parseCmdline("glasshouse.snapshot=0 glasshouse.net=yes glasshouse.zygote=0"); c.snapshot || c.net || c.zygote {
 		t.Fatalf("snapshot options: %+v", c)
 	}
 	if c := parseCmdline("glasshouse.vsock=99999999999 glasshouse.port=" + string(make([]byte, 300))); c.vsockPort != 0 || c.port != "" {

@@ -11,11 +11,13 @@
 //  3. opens the transport named on the kernel command line
 //     (glasshouse.port=NAME for a virtio-serial port, glasshouse.vsock=PORT
 //     for AF_VSOCK), sends Hello and waits for the host's Welcome;
-//  4. receives input files and one Run request, runs it chrooted in /rootfs
+//  4. in a snapshot template, starts a Python zygote (zygote_linux.go) and
+//     waits for the host to save the VM and wake a copy of it;
+//  5. receives input files and one Run request, runs it chrooted in /rootfs
 //     as the unprivileged sandbox user inside a cgroup carrying the run's
 //     limits, streams stdout, stderr and profiling events back, reports the
 //     exit status and resource use, returns collected files;
-//  5. syncs and powers the VM off.
+//  6. syncs and powers the VM off.
 //
 // Any failure of init itself ends the VM (the kernel panics when PID 1
 // exits, and panic=-1 reboots, which QEMU's -no-reboot turns into an exit),
@@ -151,6 +153,12 @@ func run(log *slog.Logger, opts cmdline, initStart int64) error {
 	log.Info("glasshouse init ready", "uptime_ms", boottime()/1e6)
 	s := &session{log: log, conn: conn, cg: cg, collector: collector, clock: clock, net: opts.net}
 	if opts.snapshot {
+		if opts.zygote {
+			// Started after the handshake, which bounds the boot, and
+			// before the host saves the VM.
+			s.zygote = startZygote(log)
+			log.Debug("python zygote", "ready", s.zygote != nil, "uptime_ms", boottime()/1e6)
+		}
 		if welcome.Version < 2 {
 			return fmt.Errorf("snapshot boot: the host speaks transport version %d, waking needs 2", welcome.Version)
 		}

@@ -39,6 +39,8 @@ type session struct {
 	cg        *cgroup
 	collector *lazyCollector
 	clock     *guestClock
+	// zygote is the template's Python interpreter, if it started one.
+	zygote *zygote
 	// net says the guest has a network device (glasshouse.net=1).
 	net bool
 }
@@ -193,10 +195,24 @@ func (s *session) execute(r *transport.Run) error {
 		sendError(s.conn, transport.CodeCommandNotFound, err)
 		return nil
 	}
-	notes, err := s.cg.apply(r)
+	// The template's zygote serves this run or no other: one that does not
+	// fit is killed before the run starts.
+	z, cg := s.zygote, s.cg
+	s.zygote = nil
+	if z != nil && !z.fits(prog, r.Argv, r.Env) {
+		z.discard()
+		z = nil
+	}
+	if z != nil {
+		cg = z.cg
+	}
+	notes, err := cg.apply(r)
 	if err != nil {
 		sendError(s.conn, transport.CodeInternal, err)
 		return err
+	}
+	if z != nil {
+		notes = append(notes, zygoteNote)
 	}
 	if r.Network != "none" {
 		if err := linkUp("lo"); err != nil {
@@ -220,11 +236,16 @@ func (s *session) execute(r *transport.Run) error {
 		if ctrl, profErr = s.collector.get(); profErr == nil {
 			// The collector converts kernel time to wall time with the
 			// clock it saw when it loaded; correct for the steps since.
-			prof, profErr = startProfiler(s.conn, ctrl, s.cg, s.clock.shift()-s.collector.shiftAtLoad)
+			prof, profErr = startProfiler(s.conn, ctrl, cg, s.clock.shift()-s.collector.shiftAtLoad)
 		}
 	}
 
-	w, err := s.start(r, prog)
+	var w *workload
+	if z != nil {
+		w, err = s.resume(z, r, prof)
+	} else {
+		w, err = s.startIn(r, prog, s.cg, false)
+	}
 	if err != nil {
 		if prof != nil {
 			prof.stop()
@@ -286,10 +307,6 @@ type workload struct {
 	// warmup runs are init's own: their output is discarded and the host
 	// is not listening for them.
 	warmup bool
-}
-
-func (s *session) start(r *transport.Run, prog string) (*workload, error) {
-	return s.startIn(r, prog, s.cg, false)
 }
 
 // startIn starts r's workload in cgroup cg.

@@ -1,0 +1,91 @@
+# The Python zygote of a snapshot template (see zygote_linux.go). Run as
+# `python3 -c <this>` by init, with fd 3 a socket to init and fd 4 open on
+# /dev/null. It says it is ready ("R" on fd 3), then blocks until init sends
+# one run request and closes the socket. The VM is saved while it blocks;
+# every guest restored from the template resumes it here, sets up the run
+# as `python3 SCRIPT ARGS...` with the request's environment would see it,
+# and runs the script in this interpreter, skipping the interpreter's
+# startup.
+#
+# Request: NUL-separated fields: "1" if the run has stdin (fd 0 is its
+# pipe) or "0" (fd 0 becomes /dev/null), the argument count, the arguments
+# (the interpreter's name, SCRIPT, its arguments), then NAME=VALUE
+# environment entries.
+#
+# It imports nothing the interpreter's startup did not already import, so
+# that sys.modules is what a fresh interpreter's would be.
+
+
+def _glasshouse_zygote():
+    import os
+    import sys
+
+    os.write(3, b"R")
+    chunks = []
+    while True:
+        chunk = os.read(3, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(3)
+    fields = b"".join(chunks).split(b"\0")
+    argc = int(fields[1])
+    argv = [os.fsdecode(a) for a in fields[2 : 2 + argc]]
+    if fields[0] != b"1":
+        os.dup2(4, 0)
+    os.close(4)
+
+    os.environ.clear()
+    for entry in fields[2 + argc :]:
+        name, sep, value = entry.partition(b"=")
+        if sep and name:
+            os.environb[name] = value
+
+    # A script named on the command line is resolved against the working
+    # directory; its directory leads sys.path.
+    script = os.path.join(os.getcwd(), argv[1])
+    sys.argv = argv[1:]
+    sys.orig_argv = argv
+    sys.path[0] = os.path.dirname(script)
+
+    main = sys.modules["__main__"]
+    namespace = main.__dict__
+    builtins = namespace["__builtins__"]
+    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", script)
+    namespace.clear()
+    namespace.update(
+        __name__="__main__",
+        __doc__=None,
+        __package__=None,
+        __loader__=loader,
+        __spec__=None,
+        __annotations__={},
+        __builtins__=builtins,
+        __file__=script,
+        __cached__=None,
+    )
+
+    try:
+        with open(script, "rb") as f:
+            source = f.read()
+    except OSError as e:
+        sys.stderr.write(
+            "%s: can't open file %r: [Errno %d] %s\n" % (sys.executable, script, e.errno, e.strerror)
+        )
+        sys.stderr.flush()
+        os._exit(2)
+
+    try:
+        code = compile(source, script, "exec", dont_inherit=True)
+        del source, chunks, fields
+        exec(code, namespace)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        # Report it as the interpreter would, without this frame.
+        e.__traceback__ = e.__traceback__.tb_next
+        sys.excepthook(type(e), e, e.__traceback__)
+        raise SystemExit(1) from None
+
+
+_glasshouse_zygote()

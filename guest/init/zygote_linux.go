@@ -1,0 +1,273 @@
+//go:build linux
+
+package main
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"glasshouse.dev/glasshouse/core/profiling"
+	"glasshouse.dev/glasshouse/guest/transport"
+)
+
+// A zygote is a Python interpreter that a snapshot template starts and
+// leaves blocked, waiting for a run (glasshouse.zygote=1). Every guest
+// restored from the template holds its own copy of it; a run of
+// `python3 SCRIPT ARGS...` whose environment the interpreter's startup
+// would have read the same way resumes it instead of starting Python, so
+// the run skips the interpreter's startup (most of a warm run's time under
+// emulation). The zygote runs as the sandbox user, chrooted, in a cgroup
+// of its own that becomes the run's; other runs kill it first.
+//
+// What differs from a fresh interpreter is said in the run's notes: the
+// startup is not in the receipt (the process is reported as already
+// running), and runs from one template share str hash randomization.
+type zygote struct {
+	cmd *exec.Cmd
+	cg  *cgroup
+	// prog is the interpreter's path in the rootfs and env its startup
+	// environment, which a run must match.
+	prog string
+	env  []string
+	// ctrl is init's end of the request socket (the zygote's fd 3).
+	ctrl *os.File
+	// stdin is the write end of the zygote's fd 0; stdout and stderr are
+	// the read ends of its fds 1 and 2.
+	stdin, stdout, stderr *os.File
+}
+
+//go:embed zygote.py
+var zygoteScript string
+
+// zygoteReadyTimeout bounds the interpreter's startup in a template.
+const zygoteReadyTimeout = 60 * time.Second
+
+// zygoteNote is the run note of a resumed zygote.
+const zygoteNote = "python: resumed an interpreter started in the snapshot template (its startup is not in this receipt; runs from one template share str hash randomization)"
+
+// startZygote starts the template's zygote in a cgroup of its own. It
+// returns nil, after logging why, when the interpreter does not come up:
+// runs then start Python themselves.
+func startZygote(log *slog.Logger) *zygote {
+	env := []string{"HOME=" + workspaceDir, "LANG=C.UTF-8", "PATH=" + defaultPath}
+	prog, err := lookPath("python3", env)
+	if err != nil {
+		log.Warn("python zygote", "err", err)
+		return nil
+	}
+	cg, err := newCgroup("python")
+	if err != nil {
+		log.Warn("python zygote", "err", err)
+		return nil
+	}
+	cmd := &exec.Cmd{
+		Path: prog,
+		Args: []string{"python3", "-c", zygoteScript},
+		Env:  env,
+		Dir:  workspaceDir,
+		SysProcAttr: &syscall.SysProcAttr{
+			Chroot:      rootDir,
+			Credential:  &syscall.Credential{Uid: sandboxUID, Gid: sandboxUID, Groups: []uint32{}},
+			Setsid:      true,
+			UseCgroupFD: true,
+			CgroupFD:    cg.fd,
+		},
+	}
+	z, err := launchZygote(cmd, zygoteReadyTimeout)
+	if err != nil {
+		log.Warn("python zygote", "err", err)
+		cg.remove()
+		return nil
+	}
+	z.cg, z.prog = cg, prog
+	return z
+}
+
+// launchZygote starts cmd, whose Args run zygoteScript, with its standard
+// streams on pipes, the request socket as fd 3 and /dev/null as fd 4, and
+// waits until it says it is ready.
+func launchZygote(cmd *exec.Cmd, timeout time.Duration) (_ *zygote, err error) {
+	z := &zygote{cmd: cmd, env: cmd.Env}
+	var theirs []*os.File
+	defer func() {
+		for _, f := range theirs {
+			f.Close()
+		}
+		if err != nil {
+			z.closeFiles()
+		}
+	}()
+	pipe := func() (r, w *os.File) {
+		if err == nil {
+			r, w, err = os.Pipe()
+		}
+		return r, w
+	}
+	inR, inW := pipe()
+	outR, outW := pipe()
+	errR, errW := pipe()
+	theirs = append(theirs, inR, outW, errW)
+	z.stdin, z.stdout, z.stderr = inW, outR, errR
+	if err != nil {
+		return nil, err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	z.ctrl = os.NewFile(uintptr(fds[0]), "zygote-ctrl")
+	peer := os.NewFile(uintptr(fds[1]), "zygote-ctrl-peer")
+	theirs = append(theirs, peer)
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	theirs = append(theirs, null)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.ExtraFiles = []*os.File{peer, null}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start python: %w", err)
+	}
+	ready := make(chan error, 1)
+	go func() {
+		b := make([]byte, 1)
+		_, err := z.ctrl.Read(b)
+		if err == nil && b[0] != 'R' {
+			err = fmt.Errorf("said %q", b)
+		}
+		ready <- err
+	}()
+	select {
+	case err = <-ready:
+	case <-time.After(timeout):
+		err = fmt.Errorf("not ready after %v", timeout)
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("python did not start: %w", err)
+	}
+	return z, nil
+}
+
+func (z *zygote) closeFiles() {
+	for _, f := range []*os.File{z.ctrl, z.stdin, z.stdout, z.stderr} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// fits reports whether a run of prog with argv and env may resume z: it
+// runs the same interpreter on a script (no options), and every variable
+// the interpreter's startup reads is as it was when z started.
+func (z *zygote) fits(prog string, argv, env []string) bool {
+	if prog != z.prog || len(argv) < 2 || argv[1] == "" || strings.HasPrefix(argv[1], "-") {
+		return false
+	}
+	startup := func(env []string) map[string]string {
+		m := map[string]string{}
+		for _, e := range env {
+			k, v, _ := strings.Cut(e, "=")
+			if readAtStartup(k) {
+				m[k] = v
+			}
+		}
+		return m
+	}
+	a, b := startup(env), startup(z.env)
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// readAtStartup reports whether Python's startup, or the C library under
+// it, may read the environment variable name.
+func readAtStartup(name string) bool {
+	for _, p := range []string{"PYTHON", "LC_", "LD_", "GLIBC_", "MALLOC_"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	switch name {
+	case "HOME", "LANG", "LANGUAGE", "TZ":
+		return true
+	}
+	return false
+}
+
+// request sends z its run: argv (the interpreter's name, then the script
+// and its arguments), env, and whether fd 0 stays the stdin pipe. Closing
+// the socket lets the zygote go.
+func (z *zygote) request(argv, env []string, stdin bool) error {
+	fields := []string{"0", strconv.Itoa(len(argv))}
+	if stdin {
+		fields[0] = "1"
+	}
+	fields = append(fields, argv...)
+	fields = append(fields, env...)
+	for _, f := range fields {
+		if strings.IndexByte(f, 0) >= 0 {
+			return errors.New("python zygote: NUL in an argument or variable")
+		}
+	}
+	_, err := z.ctrl.Write([]byte(strings.Join(fields, "\x00")))
+	if cerr := z.ctrl.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("python zygote: send the run: %w", err)
+	}
+	return nil
+}
+
+// discard kills an unused zygote and frees its cgroup.
+func (z *zygote) discard() {
+	z.cg.kill()
+	z.cmd.Wait()
+	z.closeFiles()
+	z.cg.remove()
+}
+
+// resume starts run r in z: z's cgroup becomes the run's, with the usage
+// of the interpreter's startup left out of the run's.
+func (s *session) resume(z *zygote, r *transport.Run, prof *profiler) (*workload, error) {
+	w := &workload{s: s, cg: z.cg, cmd: z.cmd, stdout: z.stdout, stderr: z.stderr}
+	if r.Stdin {
+		w.stdin = make(chan []byte, 4096)
+		go feedStdin(z.stdin, w.stdin)
+	} else {
+		z.stdin.Close()
+	}
+	z.cg.excludeUsage()
+	if prof != nil {
+		// The interpreter exec'd before observation began: describe it.
+		prof.sink.Add(&profiling.Event{Kind: profiling.KindRunning, PID: int64(z.cmd.Process.Pid), PPID: 1,
+			UID: sandboxUID, Exe: rootDir + z.prog, Argv: r.Argv, Cwd: rootDir + workspaceDir})
+	}
+	w.started = time.Now()
+	if err := z.request(r.Argv, r.Env, r.Stdin); err != nil {
+		z.cg.kill()
+		z.cmd.Wait()
+		z.stdout.Close()
+		z.stderr.Close()
+		return nil, err
+	}
+	return w, nil
+}
