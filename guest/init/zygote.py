@@ -3,13 +3,13 @@
 # /dev/null. It says it is ready ("R" on fd 3), then blocks until init sends
 # one run request and closes the socket. The VM is saved while it blocks;
 # every guest restored from the template resumes it here, sets up the run
-# as `python3 SCRIPT ARGS...` with the request's environment would see it,
-# and runs the script in this interpreter, skipping the interpreter's
-# startup.
+# as `python3 SCRIPT ARGS...` or `python3 -c CODE ARGS...` with the
+# request's environment would see it, and runs the code in this
+# interpreter, skipping the interpreter's startup.
 #
 # Request: NUL-separated fields: "1" if the run has stdin (fd 0 is its
 # pipe) or "0" (fd 0 becomes /dev/null), the argument count, the arguments
-# (the interpreter's name, SCRIPT, its arguments), then NAME=VALUE
+# (the interpreter's name, SCRIPT or -c CODE, the arguments), then NAME=VALUE
 # environment entries.
 #
 # It imports nothing the interpreter's startup did not already import, so
@@ -41,42 +41,46 @@ def _glasshouse_zygote():
         if sep and name:
             os.environb[name] = value
 
-    # A script named on the command line is resolved against the working
-    # directory; its directory leads sys.path.
-    script = os.path.join(os.getcwd(), argv[1])
-    sys.argv = argv[1:]
     sys.orig_argv = argv
-    sys.path[0] = os.path.dirname(script)
-
-    main = sys.modules["__main__"]
-    namespace = main.__dict__
-    builtins = namespace["__builtins__"]
-    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", script)
+    namespace = sys.modules["__main__"].__dict__
+    # This interpreter was itself started with -c: its __main__ is what
+    # a -c run's is, but for this function.
+    fresh = {k: v for k, v in namespace.items() if k.startswith("__")}
     namespace.clear()
-    namespace.update(
-        __name__="__main__",
-        __doc__=None,
-        __package__=None,
-        __loader__=loader,
-        __spec__=None,
-        __annotations__={},
-        __builtins__=builtins,
-        __file__=script,
-        __cached__=None,
-    )
-
-    try:
-        with open(script, "rb") as f:
-            source = f.read()
-    except OSError as e:
-        sys.stderr.write(
-            "%s: can't open file %r: [Errno %d] %s\n" % (sys.executable, script, e.errno, e.strerror)
+    if argv[1] == "-c":
+        filename, source = "<string>", argv[2]
+        sys.argv = ["-c"] + argv[3:]
+        namespace.update(fresh)
+    else:
+        # A script named on the command line is resolved against the
+        # working directory; its directory leads sys.path.
+        filename = os.path.join(os.getcwd(), argv[1])
+        sys.argv = argv[1:]
+        sys.path[0] = os.path.dirname(filename)
+        namespace.update(
+            __name__="__main__",
+            __doc__=None,
+            __package__=None,
+            __loader__=sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", filename),
+            __spec__=None,
+            __annotations__={},
+            __builtins__=fresh["__builtins__"],
+            __file__=filename,
+            __cached__=None,
         )
-        sys.stderr.flush()
-        os._exit(2)
+        try:
+            with open(filename, "rb") as f:
+                source = f.read()
+        except OSError as e:
+            sys.stderr.write(
+                "%s: can't open file %r: [Errno %d] %s\n" % (sys.executable, filename, e.errno, e.strerror)
+            )
+            sys.stderr.flush()
+            os._exit(2)
+    del fresh
 
     try:
-        code = compile(source, script, "exec", dont_inherit=True)
+        code = compile(source, filename, "exec", dont_inherit=True)
         del source, chunks, fields
         exec(code, namespace)
     except SystemExit:

@@ -24,7 +24,8 @@ import (
 // leaves blocked, waiting for a run (glasshouse.zygote=1). Every guest
 // restored from the template holds its own copy of it; a run of
 // `python3 SCRIPT ARGS...` whose environment the interpreter's startup
-// would have read the same way resumes it instead of starting Python, so
+// would have read the same way (or `python3 -c CODE ARGS...`) resumes it
+// instead of starting Python, so
 // the run skips the interpreter's startup (most of a warm run's time under
 // emulation). The zygote runs as the sandbox user, chrooted, in a cgroup
 // of its own that becomes the run's; other runs kill it first.
@@ -169,10 +170,14 @@ func (z *zygote) closeFiles() {
 }
 
 // fits reports whether a run of prog with argv and env may resume z: it
-// runs the same interpreter on a script (no options), and every variable
-// the interpreter's startup reads is as it was when z started.
+// runs the same interpreter on a script or with -c CODE (no other
+// option), and every variable the interpreter's startup reads is as it
+// was when z started.
 func (z *zygote) fits(prog string, argv, env []string) bool {
-	if prog != z.prog || len(argv) < 2 || argv[1] == "" || strings.HasPrefix(argv[1], "-") {
+	if prog != z.prog || len(argv) < 2 || argv[1] == "" {
+		return false
+	}
+	if strings.HasPrefix(argv[1], "-") && (argv[1] != "-c" || len(argv) < 3) {
 		return false
 	}
 	startup := func(env []string) map[string]string {

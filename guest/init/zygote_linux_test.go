@@ -129,6 +129,9 @@ func TestZygoteMatchesColdPython(t *testing.T) {
 		{"coding cookie", []string{"python3", "latin1.py"}, nil},
 		{"excepthook", []string{"python3", "hook.py"}, nil},
 		{"missing script", []string{"python3", "missing.py"}, nil},
+		{"-c", []string{"python3", "-c", "import sys; print(sys.argv, sys.path[0], sorted(globals()), __loader__, __spec__, sys.stdin.read())", "x"}, []byte("in")},
+		{"-c traceback", []string{"python3", "-c", "def f():\n    1/0\nf()"}, nil},
+		{"-c syntax error", []string{"python3", "-c", "def (:"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -154,7 +157,10 @@ func TestZygoteFits(t *testing.T) {
 		{"script", "/usr/bin/python3", []string{"python3", "main.py"}, same, true},
 		{"script with arguments", "/usr/bin/python3", []string{"python3", "main.py", "-v"}, same, true},
 		{"other interpreter", "/usr/local/bin/python3", []string{"python3", "main.py"}, same, false},
-		{"interpreter option", "/usr/bin/python3", []string{"python3", "-c", "pass"}, same, false},
+		{"-c", "/usr/bin/python3", []string{"python3", "-c", "pass", "x"}, same, true},
+		{"-c without code", "/usr/bin/python3", []string{"python3", "-c"}, same, false},
+		{"interpreter option", "/usr/bin/python3", []string{"python3", "-I", "main.py"}, same, false},
+		{"module", "/usr/bin/python3", []string{"python3", "-m", "json.tool"}, same, false},
 		{"stdin script", "/usr/bin/python3", []string{"python3", "-"}, same, false},
 		{"no script", "/usr/bin/python3", []string{"python3"}, same, false},
 		{"PYTHON variable", "/usr/bin/python3", []string{"python3", "main.py"}, append(same, "PYTHONHASHSEED=0"), false},
