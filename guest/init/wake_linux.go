@@ -127,8 +127,17 @@ const warmupScript = "import json, os, re, sys\nprint(json.dumps({'warm': [1, 2]
 // starts with none of its code translated by the emulator; translating it
 // here, before the guest is pooled, takes that cost off the run's path.
 // (QEMU keys translations by guest virtual address: emulated guests run
-// without user ASLR so that the warmup's translations fit the run.)
+// without user ASLR so that the warmup's translations fit the run.) The
+// template's Python zygote, if any, has its memory prefaulted first.
 func (s *session) warmup() error {
+	if s.zygote != nil {
+		start := time.Now()
+		n, err := s.zygote.prefault()
+		if err != nil {
+			s.log.Warn("prefault the python zygote", "err", err)
+		}
+		s.log.Debug("python zygote prefaulted", "bytes", n, "ms", time.Since(start).Milliseconds())
+	}
 	const inChroot = "/tmp/.glasshouse-warmup.py"
 	script := rootDir + inChroot
 	if err := os.WriteFile(script, []byte(warmupScript), 0o644); err != nil {

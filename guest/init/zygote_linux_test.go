@@ -47,8 +47,8 @@ func coldRun(t *testing.T, python, dir string, argv, env []string, stdin []byte)
 	return outcome{code, out.String(), errb.String()}
 }
 
-// zygoteRun starts a zygote in dir under zygoteEnv, then resumes it with
-// argv, env and stdin.
+// zygoteRun starts a zygote in dir under zygoteEnv, prefaults it, then
+// resumes it with argv, env and stdin.
 func zygoteRun(t *testing.T, python, dir string, zygoteEnv, argv, env []string, stdin []byte) outcome {
 	t.Helper()
 	cmd := exec.Command(python, "-c", zygoteScript)
@@ -59,6 +59,11 @@ func zygoteRun(t *testing.T, python, dir string, zygoteEnv, argv, env []string, 
 		t.Fatal(err)
 	}
 	defer z.closeFiles()
+	// A pooled guest prefaults the zygote before its run: that must
+	// leave the interpreter as it was.
+	if n, err := z.prefault(); err != nil || n < 1<<20 {
+		t.Fatalf("prefault touched %d bytes: %v", n, err)
+	}
 	if err := z.request(argv, env, stdin != nil); err != nil {
 		t.Fatal(err)
 	}
