@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 	"unsafe"
@@ -120,15 +121,17 @@ func clipMessage(s string) string {
 // main.py, importing common modules and printing.
 const warmupScript = "import json, os, re, sys\nprint(json.dumps({'warm': [1, 2]}), 2 + 2)\n"
 
-// warmup sends a throwaway workload down the path a run takes (a script
-// file, cgroup limits, the chrooted sandbox-user interpreter with output
-// pipes, the wait and the cleanup), in a cgroup of its own that it then
-// removes, with its output discarded. A guest restored from a snapshot
-// starts with none of its code translated by the emulator; translating it
-// here, before the guest is pooled, takes that cost off the run's path.
-// (QEMU keys translations by guest virtual address: emulated guests run
-// without user ASLR so that the warmup's translations fit the run.) The
-// template's Python zygote, if any, has its memory prefaulted first.
+// warmup sends a throwaway workload down the path a run takes (its script
+// and Run as frames, decoded and written as serve does, cgroup limits, the
+// chrooted sandbox-user interpreter with output pipes, the wait, the
+// encoding of what a run reports, and the cleanup), in a cgroup of its own
+// that it then removes, with its output discarded and its script deleted.
+// A guest restored from a snapshot starts with none of its code (init's or
+// Python's) translated by the emulator; translating it here, before the
+// guest is pooled, takes that cost off the run's path. (QEMU keys
+// translations by guest virtual address: emulated guests run without user
+// ASLR so that the warmup's translations fit the run.) The template's
+// Python zygote, if any, has its memory prefaulted first.
 func (s *session) warmup() error {
 	if s.zygote != nil {
 		start := time.Now()
@@ -138,22 +141,29 @@ func (s *session) warmup() error {
 		}
 		s.log.Debug("python zygote prefaulted", "bytes", n, "ms", time.Since(start).Milliseconds())
 	}
-	const inChroot = "/tmp/.glasshouse-warmup.py"
-	script := rootDir + inChroot
-	if err := os.WriteFile(script, []byte(warmupScript), 0o644); err != nil {
+	const name = ".glasshouse-warmup.py"
+	chunk := transport.AppendFileChunk(nil, &transport.FileChunk{Path: name, Data: []byte(warmupScript), Last: true})
+	if err := s.writeInput(map[string]*os.File{}, transport.Frame{Type: transport.TypeFile, Payload: chunk}); err != nil {
 		return err
 	}
-	defer os.Remove(script)
+	defer os.Remove(filepath.Join(rootDir+workspaceDir, name))
+	f, err := transport.Encode(&transport.Run{
+		Argv:      []string{"python3", name},
+		Env:       []string{"HOME=" + workspaceDir, "LANG=C.UTF-8", "PATH=" + defaultPath},
+		TimeoutMS: 30_000, MemoryBytes: 256 << 20, PIDs: 64, OutputBytes: 1 << 20, Network: "none",
+	})
+	if err != nil {
+		return err
+	}
+	r := &transport.Run{}
+	if err := transport.Decode(f, r); err != nil {
+		return err
+	}
 	cg, err := newCgroup("warmup")
 	if err != nil {
 		return err
 	}
 	defer cg.remove()
-	r := &transport.Run{
-		Argv:      []string{"python3", inChroot},
-		Env:       []string{"HOME=" + workspaceDir, "LANG=C.UTF-8", "PATH=" + defaultPath},
-		TimeoutMS: 30_000, MemoryBytes: 256 << 20, PIDs: 64, OutputBytes: 1 << 20, Network: "none",
-	}
 	prog, err := lookPath(r.Argv[0], r.Env)
 	if err != nil {
 		return err
@@ -161,12 +171,19 @@ func (s *session) warmup() error {
 	if _, err := cg.apply(r); err != nil {
 		return err
 	}
+	cg.excludeUsage()
 	w, err := s.startIn(r, prog, cg, true)
 	if err != nil {
 		return err
 	}
-	if exit := w.wait(r); exit.ExitCode != 0 || exit.Signal != "" {
+	exit := w.wait(r)
+	if exit.ExitCode != 0 || exit.Signal != "" {
 		return fmt.Errorf("warmup run ended with status %d %s", exit.ExitCode, exit.Signal)
+	}
+	for _, m := range []any{&transport.Started{PID: w.cmd.Process.Pid}, exit, &transport.Done{}} {
+		if _, err := transport.Encode(m); err != nil {
+			return err
+		}
 	}
 	return nil
 }
