@@ -66,6 +66,18 @@ func TestPythonZygote(t *testing.T) {
 		}
 	})
 
+	t.Run("tight memory limit", func(t *testing.T) {
+		// Applying a limit below what the zygote holds would kill it
+		// before the run; the run must be judged on its own interpreter.
+		spec := python("print(2+2)")
+		spec.Limits.MemoryBytes = execution.Bounds.MinMemoryBytes
+		run := runSpec(t, b, spec)
+		wantFailure(t, run, receipt.FailureNone, receipt.FailureOOM, receipt.FailureCode)
+		if zygoteNoted(run) {
+			t.Fatalf("a run limited to %d bytes resumed the zygote", spec.Limits.MemoryBytes)
+		}
+	})
+
 	t.Run("startup variable", func(t *testing.T) {
 		spec := python("import sys\nprint(sys.flags.hash_randomization)")
 		spec.Env = map[string]string{"PYTHONHASHSEED": "0"}

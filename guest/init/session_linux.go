@@ -199,7 +199,10 @@ func (s *session) execute(r *transport.Run) error {
 	// fit is killed before the run starts.
 	z, cg := s.zygote, s.cg
 	s.zygote = nil
-	if z != nil && !z.fits(prog, r.Argv, r.Env) {
+	// A memory limit near what the interpreter already holds would kill
+	// it when applied, before the run: such runs start their own, to be
+	// judged by what they do.
+	if z != nil && (!z.fits(prog, r.Argv, r.Env) || r.MemoryBytes < 2*z.cg.readInt("memory.current")) {
 		z.discard()
 		z = nil
 	}

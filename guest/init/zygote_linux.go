@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -288,9 +289,18 @@ const prefaultChunk = 256 << 10
 // VMM: the first touch of each page by the guest costs the host a fault,
 // and its first write a copy. A pooled guest's warmup pays for the
 // zygote's pages here, off the run's path. The zygote is blocked in a read
-// of its request socket, so its memory does not change meanwhile.
+// of its request socket, and stopped (SIGSTOP) while its memory is
+// rewritten, so nothing it writes meanwhile can be overwritten with what
+// was there before; the read resumes on SIGCONT.
 func (z *zygote) prefault() (int64, error) {
 	pid := z.cmd.Process.Pid
+	if err := z.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return 0, fmt.Errorf("prefault: stop: %w", err)
+	}
+	defer z.cmd.Process.Signal(syscall.SIGCONT)
+	if err := waitStopped(pid, 10*time.Second); err != nil {
+		return 0, fmt.Errorf("prefault: %w", err)
+	}
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
 		return 0, err
@@ -330,4 +340,23 @@ func (z *zygote) prefault() (int64, error) {
 		}
 	}
 	return touched, nil
+}
+
+// waitStopped waits until process pid is in the stopped state.
+func waitStopped(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return err
+		}
+		// pid (comm) state ...; comm may hold spaces and parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't') {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d did not stop within %v", pid, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
