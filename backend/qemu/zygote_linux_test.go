@@ -58,6 +58,21 @@ func TestPythonZygote(t *testing.T) {
 		resumedPeak = r.Resources.MemoryPeakBytes
 	})
 
+	t.Run("fresh randomness", func(t *testing.T) {
+		// Every guest resumes a copy of one interpreter: its random state
+		// must not be one too.
+		seen := map[string]bool{}
+		for range 2 {
+			run := runSpec(t, b, python("import os, random\nprint(random.random(), os.urandom(8).hex())"))
+			wantFailure(t, run, receipt.FailureNone)
+			if out := string(run.Result.Stdout); seen[out] || !zygoteNoted(run) {
+				t.Fatalf("stdout %q repeats or the zygote was not used (notes %q)", out, run.Receipt.Backend.Notes)
+			} else {
+				seen[out] = true
+			}
+		}
+	})
+
 	t.Run("-c", func(t *testing.T) {
 		run := runSpec(t, b, execution.Spec{Command: []string{"python3", "-c", "import sys; print(sys.argv)", "x"}, Timeout: python("").Timeout})
 		wantFailure(t, run, receipt.FailureNone)

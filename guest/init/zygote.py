@@ -35,6 +35,11 @@ def _glasshouse_zygote():
         os.dup2(4, 0)
     os.close(4)
 
+    # A module seeded at startup would give every run from the template
+    # the same numbers; a fresh interpreter seeds it from the kernel.
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+
     os.environ.clear()
     for entry in fields[2 + argc :]:
         name, sep, value = entry.partition(b"=")
