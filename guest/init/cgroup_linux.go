@@ -180,6 +180,8 @@ func (c *cgroup) usage(e *transport.Exit) {
 	e.WriteBytes -= c.base.WriteBytes
 }
 
+// statistics fills the resource fields of e with the cgroup's counters as
+// they stand.
 func (c *cgroup) statistics(e *transport.Exit) {
 	cpu := keyed(filepath.Join(c.dir, "cpu.stat"))
 	e.CPUUserUS, e.CPUSystemUS = cpu["user_usec"], cpu["system_usec"]

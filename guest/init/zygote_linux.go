@@ -23,13 +23,13 @@ import (
 
 // A zygote is a Python interpreter that a snapshot template starts and
 // leaves blocked, waiting for a run (glasshouse.zygote=1). Every guest
-// restored from the template holds its own copy of it; a run of
-// `python3 SCRIPT ARGS...` whose environment the interpreter's startup
-// would have read the same way (or `python3 -c CODE ARGS...`) resumes it
-// instead of starting Python, so
-// the run skips the interpreter's startup (most of a warm run's time under
-// emulation). The zygote runs as the sandbox user, chrooted, in a cgroup
-// of its own that becomes the run's; other runs kill it first.
+// restored from the template holds its own copy of it. A run of
+// `python3 SCRIPT ARGS...` or `python3 -c CODE ARGS...` whose environment
+// the interpreter's startup would have read the same way resumes it
+// instead of starting Python, and so skips the interpreter's startup (most
+// of a warm run's time under emulation). The zygote runs as the sandbox
+// user, chrooted, in a cgroup of its own that becomes the run's; other
+// runs kill it first.
 //
 // What differs from a fresh interpreter is said in the run's notes: the
 // startup is not in the receipt (the process is reported as already
