@@ -20,6 +20,8 @@ def _glasshouse_zygote():
     import os
     import sys
 
+    # The module's globals are about to be cleared for the run's __main__.
+    exit_by_sigint = _exit_by_sigint
     os.write(3, b"R")
     chunks = []
     while True:
@@ -94,7 +96,28 @@ def _glasshouse_zygote():
         # Report it as the interpreter would, without this frame.
         e.__traceback__ = e.__traceback__.tb_next
         sys.excepthook(type(e), e, e.__traceback__)
+        if isinstance(e, KeyboardInterrupt):
+            exit_by_sigint(sys, os)
         raise SystemExit(1) from None
+
+
+def _exit_by_sigint(sys, os):
+    # An interpreter ended by KeyboardInterrupt finalizes (waits for its
+    # threads, runs atexit callbacks, flushes its streams) and then kills
+    # itself with SIGINT, so that its parent sees the signal.
+    import _signal
+
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    sys.modules["atexit"]._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    os.kill(os.getpid(), _signal.SIGINT)
 
 
 _glasshouse_zygote()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ type outcome struct {
 	stdout, stderr string
 }
 
+// exitCode is the status of a process, or minus the signal that ended it.
 func exitCode(t *testing.T, err error) int {
 	t.Helper()
 	var ee *exec.ExitError
@@ -27,6 +29,9 @@ func exitCode(t *testing.T, err error) int {
 	case err == nil:
 		return 0
 	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return -int(ws.Signal())
+		}
 		return ee.ExitCode()
 	}
 	t.Fatal(err)
@@ -111,6 +116,7 @@ func TestZygoteMatchesColdPython(t *testing.T) {
 		"atexit.py":  "import atexit, threading\natexit.register(print, 'atexit ran')\nthreading.Thread(target=print, args=('thread ran',)).start()\nprint('main done')\n",
 		"latin1.py":  "# -*- coding: latin-1 -*-\nprint('caf\xe9')\n",
 		"hook.py":    "import sys\nsys.excepthook = lambda t, v, tb: print('hooked', t.__name__, tb.tb_frame.f_code.co_filename)\n1/0\n",
+		"sigint.py":  "import atexit, threading\natexit.register(print, 'atexit ran')\nthreading.Thread(target=print, args=('thread ran',)).start()\nprint('before')\nraise KeyboardInterrupt\n",
 	}
 	for name, src := range scripts {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
@@ -133,6 +139,7 @@ func TestZygoteMatchesColdPython(t *testing.T) {
 		{"atexit and threads", []string{"python3", "atexit.py"}, nil},
 		{"coding cookie", []string{"python3", "latin1.py"}, nil},
 		{"excepthook", []string{"python3", "hook.py"}, nil},
+		{"KeyboardInterrupt", []string{"python3", "sigint.py"}, nil},
 		{"missing script", []string{"python3", "missing.py"}, nil},
 		{"-c", []string{"python3", "-c", "import sys; print(sys.argv, sys.path[0], sorted(globals()), __loader__, __spec__, sys.stdin.read())", "x"}, []byte("in")},
 		{"-c traceback", []string{"python3", "-c", "def f():\n    1/0\nf()"}, nil},
