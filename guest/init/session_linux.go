@@ -196,12 +196,12 @@ func (s *session) execute(r *transport.Run) error {
 		return nil
 	}
 	// The template's zygote serves this run or no other: one that does not
-	// fit is killed before the run starts.
+	// fit is killed before the run starts. Nor does it serve a run whose
+	// memory limit is near what it already holds: applying the limit
+	// could kill it before the run, which is then judged on its own
+	// interpreter.
 	z, cg := s.zygote, s.cg
 	s.zygote = nil
-	// A memory limit near what the interpreter already holds would kill
-	// it when applied, before the run: such runs start their own, to be
-	// judged by what they do.
 	if z != nil && (!z.fits(prog, r.Argv, r.Env) || r.MemoryBytes < 2*z.cg.readInt("memory.current")) {
 		z.discard()
 		z = nil

@@ -171,7 +171,7 @@ func (s *session) warmup() error {
 	if _, err := cg.apply(r); err != nil {
 		return err
 	}
-	cg.excludeUsage()
+	cg.excludeUsage() // what resuming a zygote does, for its translation
 	w, err := s.startIn(r, prog, cg, true)
 	if err != nil {
 		return err

@@ -5,9 +5,9 @@ package main
 import (
 	"bytes"
 	_ "embed"
-	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"strconv"
@@ -191,16 +191,7 @@ func (z *zygote) fits(prog string, argv, env []string) bool {
 		}
 		return m
 	}
-	a, b := startup(env), startup(z.env)
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
+	return maps.Equal(startup(env), startup(z.env))
 }
 
 // readAtStartup reports whether Python's startup, or the C library under
@@ -226,13 +217,9 @@ func (z *zygote) request(argv, env []string, stdin bool) error {
 	if stdin {
 		fields[0] = "1"
 	}
+	// Run.Validate refused NULs in the run's argv and env.
 	fields = append(fields, argv...)
 	fields = append(fields, env...)
-	for _, f := range fields {
-		if strings.IndexByte(f, 0) >= 0 {
-			return errors.New("python zygote: NUL in an argument or variable")
-		}
-	}
 	_, err := z.ctrl.Write([]byte(strings.Join(fields, "\x00")))
 	if cerr := z.ctrl.Close(); err == nil {
 		err = cerr
