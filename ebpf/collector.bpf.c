@@ -861,19 +861,43 @@ static __always_inline void report_compat(long nr, const struct match *mp)
 	submit(b, sizeof(struct gh_event), &m);
 }
 
+/* Calls whose exit needs state from their entry: the address the cgroup
+ * socket hooks capture mid-call, and connect's handshake tracking, which
+ * must exist before the SYN leaves. File calls need none: their exit reads
+ * the arguments from the saved registers, which the call does not change. */
+static __always_inline int net64(long nr)
+{
+	switch (nr) {
+	case NR_connect: case NR_bind: case NR_listen: case NR_accept: case NR_accept4:
+	case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline void regs_args(struct inflight *in, const struct pt_regs *regs)
+{
+	in->args[0] = regs->di;
+	in->args[1] = regs->si;
+	in->args[2] = regs->dx;
+	in->args[3] = regs->r10;
+	in->args[4] = regs->r8;
+	in->args[5] = regs->r9;
+}
+
 SEC("raw_tracepoint/sys_enter")
 int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	long nr = ctx->args[1];
-	int t64 = traced64(nr), t32 = traced32(nr);
-	if (!t64 && !t32)
+	int n64 = net64(nr), t32 = traced32(nr);
+	if (!n64 && !t32)
 		return 0;
 	/* Many i386 numbers of traced calls are common x86_64 calls (mmap,
 	 * mprotect, fstat, lseek...): rule out a 32-bit call, a read of the
 	 * task, before the target lookup every process on the host would
 	 * otherwise pay for them. */
 	int compat = in_compat();
-	if (compat ? !t32 : !t64)
+	if (compat ? !t32 : !n64)
 		return 0;
 	struct inflight in = {};
 	if (!current_match(&in.m))
@@ -887,12 +911,7 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)ctx->args[0]))
 		return 0;
 	in.nr = nr;
-	in.args[0] = regs.di;
-	in.args[1] = regs.si;
-	in.args[2] = regs.dx;
-	in.args[3] = regs.r10;
-	in.args[4] = regs.r8;
-	in.args[5] = regs.r9;
+	regs_args(&in, &regs);
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	if (bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY)) {
 		drop_all(&in.m);
@@ -1097,28 +1116,13 @@ static __always_inline int exit_net(struct evbuf *b, __u32 *pp, struct task_stru
 	return 1;
 }
 
-SEC("raw_tracepoint/sys_exit")
-int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+/* Assembles and sends the record of a traced call that returned ret. */
+static __always_inline void exit_call(struct inflight *in, long ret)
 {
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	long nr = BPF_CORE_READ(regs, orig_ax);
-	if (!traced64(nr))
-		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct inflight *in = bpf_map_lookup_elem(&inflight, &tid);
-	if (!in)
-		return 0;
-	long ret = ctx->args[1];
-	if (in->nr != nr || ((nr == NR_execve || nr == NR_execveat) && ret == 0)) {
-		/* A successful exec is reported by sched_process_exec. */
-		bpf_map_delete_elem(&inflight, &tid);
-		return 0;
-	}
+	long nr = in->nr;
 	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
-	if (!b) {
-		bpf_map_delete_elem(&inflight, &tid);
-		return 0;
-	}
+	if (!b)
+		return;
 	struct gh_event *h = (struct gh_event *)b->data;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	h->nr = nr;
@@ -1142,7 +1146,43 @@ int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	}
 	if (emit)
 		submit(b, p, &in->m);
-	bpf_map_delete_elem(&inflight, &tid);
+}
+
+SEC("raw_tracepoint/sys_exit")
+int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	if (!traced64(nr))
+		return 0;
+	long ret = ctx->args[1];
+	/* A successful exec is reported by sched_process_exec. */
+	int exec_ok = (nr == NR_execve || nr == NR_execveat) && ret == 0;
+	if (net64(nr)) {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		struct inflight *in = bpf_map_lookup_elem(&inflight, &tid);
+		if (!in)
+			return 0;
+		if (in->nr == nr)
+			exit_call(in, ret);
+		bpf_map_delete_elem(&inflight, &tid);
+		return 0;
+	}
+	if (exec_ok)
+		return 0;
+	struct inflight in = {};
+	if (!current_match(&in.m))
+		return 0;
+	/* An i386 call whose number is a traced x86_64 one (its entry
+	 * reported the process). */
+	if (in_compat())
+		return 0;
+	struct pt_regs r;
+	if (bpf_probe_read_kernel(&r, sizeof(r), regs))
+		return 0;
+	in.nr = nr;
+	regs_args(&in, &r);
+	exit_call(&in, ret);
 	return 0;
 }
 
