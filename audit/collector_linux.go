@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
@@ -37,7 +39,8 @@ const (
 // Collector is the loaded host collector. See the package documentation.
 type Collector struct {
 	log       *slog.Logger
-	objs      collector.BPFObjects
+	objs      objects
+	exitBuild string // "tp_btf" or "raw_tracepoint": see objects
 	links     []link.Link
 	rd        *ringbuf.Reader
 	sockHooks string // cgroup the socket hooks are attached to, or ""
@@ -104,6 +107,11 @@ func Open(cfg Config) (*Collector, error) {
 	empty := map[uint32]*session{}
 	c.sessions.Store(&empty)
 	c.calibrate()
+	c.exitBuild = "raw_tracepoint"
+	if !cfg.ProbeReadExit && haveRdonlyCast() {
+		c.exitBuild = "tp_btf"
+		spec.Programs[collector.BPFProgGhSysExit] = spec.Programs[collector.BPFProgGhSysExitBtf]
+	}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -120,7 +128,7 @@ func Open(cfg Config) (*Collector, error) {
 	}
 	c.loadTime = time.Since(start)
 	go c.read()
-	c.log.Debug("collector loaded", "load_ms", c.loadTime.Milliseconds(), "socket_hooks", c.sockHooks)
+	c.log.Debug("collector loaded", "load_ms", c.loadTime.Milliseconds(), "socket_hooks", c.sockHooks, "exit_build", c.exitBuild)
 	return c, nil
 }
 
@@ -135,8 +143,19 @@ func (c *Collector) attach(cgroupRoot string) error {
 		{"sched_process_exec", c.objs.GhExec},
 		{"sched_process_exit", c.objs.GhExit},
 		{"inet_sock_set_state", c.objs.GhSockState},
-		{"sys_exit", c.objs.GhSysExit},
 		{"sys_enter", c.objs.GhSysEnter},
+	}
+	if c.exitBuild == "tp_btf" {
+		l, err := link.AttachTracing(link.TracingOptions{Program: c.objs.GhSysExit, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("%w: attach tp_btf sys_exit: %v", ErrNotSupported, err)
+		}
+		c.links = append(c.links, l)
+	} else {
+		tps = append(tps, struct {
+			name string
+			prog *ebpf.Program
+		}{"sys_exit", c.objs.GhSysExit})
 	}
 	for _, tp := range tps {
 		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
@@ -612,4 +631,52 @@ func (s *session) flush(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("flush events: %w", ctx.Err())
 	}
+}
+
+// ExitBuild names the build of the file-call exit program in use:
+// "tp_btf" (kernel reads are loads; Linux 6.2 and later) or
+// "raw_tracepoint" (kernel reads are bpf_probe_read_kernel calls).
+func (c *Collector) ExitBuild() string { return c.exitBuild }
+
+// objects are the collector's maps and programs with one build of the
+// file-call exit program: GhSysExit is gh_sys_exit_btf where the kernel
+// has bpf_rdonly_cast (its kernel reads are plain loads), else the raw
+// tracepoint gh_sys_exit, whose reads are bpf_probe_read_kernel calls.
+type objects struct {
+	collector.BPFMaps
+	collector.BPFVariables
+	GhBind4     *ebpf.Program `ebpf:"gh_bind4"`
+	GhBind6     *ebpf.Program `ebpf:"gh_bind6"`
+	GhConnect4  *ebpf.Program `ebpf:"gh_connect4"`
+	GhConnect6  *ebpf.Program `ebpf:"gh_connect6"`
+	GhExec      *ebpf.Program `ebpf:"gh_exec"`
+	GhExit      *ebpf.Program `ebpf:"gh_exit"`
+	GhFork      *ebpf.Program `ebpf:"gh_fork"`
+	GhMarker    *ebpf.Program `ebpf:"gh_marker"`
+	GhSendmsg4  *ebpf.Program `ebpf:"gh_sendmsg4"`
+	GhSendmsg6  *ebpf.Program `ebpf:"gh_sendmsg6"`
+	GhSockState *ebpf.Program `ebpf:"gh_sock_state"`
+	GhSysEnter  *ebpf.Program `ebpf:"gh_sys_enter"`
+	GhSysExit   *ebpf.Program `ebpf:"gh_sys_exit"`
+}
+
+func (o *objects) Close() error {
+	var errs []error
+	for _, c := range []io.Closer{&o.BPFMaps, o.GhBind4, o.GhBind6, o.GhConnect4, o.GhConnect6, o.GhExec, o.GhExit, o.GhFork, o.GhMarker, o.GhSendmsg4, o.GhSendmsg6, o.GhSockState, o.GhSysEnter, o.GhSysExit} {
+		if c != nil {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// haveRdonlyCast reports whether the kernel has the bpf_rdonly_cast kfunc
+// (Linux 6.2), which the tp_btf exit program needs.
+func haveRdonlyCast() bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	var fn *btf.Func
+	return spec.TypeByName("bpf_rdonly_cast", &fn) == nil
 }

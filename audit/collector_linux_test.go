@@ -346,6 +346,31 @@ func TestCapabilities(t *testing.T) {
 	}
 }
 
+// Kernels from 6.2 (bpf_rdonly_cast) run the tp_btf build of the exit
+// program; Config.ProbeReadExit selects the raw tracepoint build.
+func TestExitBuild(t *testing.T) {
+	want := "raw_tracepoint"
+	var u syscall.Utsname
+	if err := syscall.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var release []byte
+	for _, c := range u.Release {
+		release = append(release, byte(c))
+	}
+	var major, minor int
+	fmt.Sscanf(string(release), "%d.%d", &major, &minor)
+	if major > 6 || major == 6 && minor >= 2 {
+		want = "tp_btf"
+	}
+	if got := setup(t).coll.ExitBuild(); got != want {
+		t.Errorf("kernel %d.%d: exit build %q, want %q", major, minor, got, want)
+	}
+	if got := setupBuild(t, true).coll.ExitBuild(); got != "raw_tracepoint" {
+		t.Errorf("ProbeReadExit: exit build %q, want raw_tracepoint", got)
+	}
+}
+
 // The enforcement test of issue 4: in a network-none sandbox Python's
 // create_connection to a listener outside fails with EPERM, the listener
 // sees nothing, and the receipt records the denied connect.

@@ -40,7 +40,9 @@ type fixture struct {
 	tester string
 }
 
-var shared struct {
+// shared holds a fixture per build of the exit program: [0] the one Open
+// picks, [1] the raw tracepoint build (Config.ProbeReadExit).
+var shared [2]struct {
 	once sync.Once
 	f    *fixture
 	err  error
@@ -48,9 +50,11 @@ var shared struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if f := shared.f; f != nil {
-		f.coll.Close()
-		os.RemoveAll(f.dir)
+	for i := range shared {
+		if f := shared[i].f; f != nil {
+			f.coll.Close()
+			os.RemoveAll(f.dir)
+		}
 	}
 	os.Exit(code)
 }
@@ -67,21 +71,32 @@ func buildTester(dir string) (string, error) {
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
+	return setupBuild(t, false)
+}
+
+// setupBuild returns the fixture whose collector loads the raw tracepoint
+// build of the exit program if probeRead, else the build Open picks.
+func setupBuild(t *testing.T, probeRead bool) *fixture {
+	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "gcc")
 	testenv.RequireFile(t, "/usr/lib/x86_64-linux-gnu/libc.a", "static glibc from libc6-dev, to build the tester")
-	shared.once.Do(func() {
+	s := &shared[0]
+	if probeRead {
+		s = &shared[1]
+	}
+	s.once.Do(func() {
 		f := &fixture{}
 		var err error
 		if f.dir, err = os.MkdirTemp("", "glasshouse-audit-"); err != nil {
-			shared.err = err
+			s.err = err
 			return
 		}
 		if err = os.Chmod(f.dir, 0o755); err == nil {
 			f.tester, err = buildTester(f.dir)
 		}
 		if err == nil {
-			f.coll, err = Open(Config{})
+			f.coll, err = Open(Config{ProbeReadExit: probeRead})
 		}
 		var b *process.Backend
 		if err == nil {
@@ -95,15 +110,15 @@ func setup(t *testing.T) *fixture {
 				f.coll.Close()
 			}
 			os.RemoveAll(f.dir)
-			shared.err = err
+			s.err = err
 			return
 		}
-		shared.f = f
+		s.f = f
 	})
-	if shared.err != nil {
-		t.Fatalf("set up: %v", shared.err)
+	if s.err != nil {
+		t.Fatalf("set up: %v", s.err)
 	}
-	return shared.f
+	return s.f
 }
 
 // noise runs the tester's noise loop outside every target for the test's
@@ -356,8 +371,17 @@ func freePort(t *testing.T, network string) int {
 	}
 }
 
+// Both builds of the exit program must give the same receipts.
 func TestGoldenReceipts(t *testing.T) {
-	f := setup(t)
+	for _, build := range []struct {
+		name      string
+		probeRead bool
+	}{{"default", false}, {"probe_read", true}} {
+		t.Run(build.name, func(t *testing.T) { testGoldenReceipts(t, setupBuild(t, build.probeRead)) })
+	}
+}
+
+func testGoldenReceipts(t *testing.T, f *fixture) {
 	cases := []struct {
 		name    string
 		args    []string

@@ -27,6 +27,26 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+/*
+ * Kernel reads. The exit of file calls is built twice: as a raw tracepoint,
+ * for any kernel, where every kernel read is a bpf_probe_read_kernel call
+ * (~30 ns each here), and as a tp_btf program for kernels with
+ * bpf_rdonly_cast (6.2), where the verifier knows the kernel's types and a
+ * field read is one load instruction. btf is a compile-time constant in
+ * every always-inline function that takes it, so each build keeps only its
+ * own branch. KCAST turns a kernel address into a typed pointer (the
+ * verifier rewrites bpf_rdonly_cast into a plain move).
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+#define KREAD(btf, p, field) ((btf) ? (p)->field : BPF_CORE_READ(p, field))
+#define KCAST(btf, type, p) \
+	((btf) ? (type *)bpf_rdonly_cast((const void *)(p), bpf_core_type_id_kernel(type)) : (type *)(p))
+
+static __always_inline struct task_struct *current_task(const int btf)
+{
+	return btf ? bpf_get_current_task_btf() : (struct task_struct *)bpf_get_current_task();
+}
+
 /* Force bpf2go to emit Go types for these. */
 const struct gh_event *unused_event __attribute__((unused));
 const struct gh_target *unused_target __attribute__((unused));
@@ -111,6 +131,11 @@ struct evbuf {
 
 struct pathbuf {
 	__u8 buf[GH_PATHBUF];
+	/* The arguments of gh_put_path_btf: typed kernel pointers become
+	 * plain numbers on their way through a map value, as a global
+	 * function's scalar arguments must be. */
+	__u64 arg_dentry;
+	__u64 arg_vfsmnt;
 };
 
 struct {
@@ -398,34 +423,37 @@ struct walk {
 	__u32 pseudo;
 };
 
-static long walk_step(__u32 i, void *arg)
+static __always_inline long walk_step_body(struct walk *w, const int btf)
 {
-	struct walk *w = arg;
 	__u32 zero = 0;
 	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
 	if (!pb)
 		return 1;
 	/* Copy out of the (local, non-kernel) struct before CO-RE reads. */
-	struct dentry *d = w->dentry;
-	struct mount *mnt = w->mnt;
-	if (d == w->mnt_root) {
-		struct mount *mp = BPF_CORE_READ(mnt, mnt_parent);
-		if (mp == mnt || !mp) {
+	struct dentry *d = KCAST(btf, struct dentry, w->dentry);
+	struct mount *mnt = KCAST(btf, struct mount, w->mnt);
+	if ((__u64)d == (__u64)w->mnt_root) {
+		struct mount *mp = KREAD(btf, mnt, mnt_parent);
+		if ((__u64)mp == (__u64)mnt || !mp) {
 			w->done = 1;
 			return 1;
 		}
-		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->dentry = KREAD(btf, mnt, mnt_mountpoint);
 		w->mnt = mp;
-		struct vfsmount *vfsmnt = (struct vfsmount *)((char *)mp + w->mnt_off);
+		struct vfsmount *vfsmnt = KCAST(btf, struct vfsmount, (__u64)mp + w->mnt_off);
 		w->vfsmnt = vfsmnt;
-		w->mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+		w->mnt_root = KREAD(btf, vfsmnt, mnt_root);
 		return 0;
 	}
-	/* d_parent and d_name are neighbours: read them at once when the
-	 * kernel's layout says so (a constant after relocation). */
 	struct dentry *parent;
 	struct qstr q;
-	if (bpf_core_field_offset(struct dentry, d_name) == bpf_core_field_offset(struct dentry, d_parent) + 8) {
+	if (btf) {
+		parent = d->d_parent;
+		q.len = d->d_name.len;
+		q.name = d->d_name.name;
+	} else if (bpf_core_field_offset(struct dentry, d_name) == bpf_core_field_offset(struct dentry, d_parent) + 8) {
+		/* d_parent and d_name are neighbours: read them at once when
+		 * the kernel's layout says so (a constant after relocation). */
 		struct {
 			struct dentry *parent;
 			struct qstr name;
@@ -438,7 +466,7 @@ static long walk_step(__u32 i, void *arg)
 		parent = BPF_CORE_READ(d, d_parent);
 		q = BPF_CORE_READ(d, d_name);
 	}
-	if (d == parent || !parent)
+	if ((__u64)d == (__u64)parent || !parent)
 		w->pseudo = 1;
 	__u32 len = q.len;
 	if (len > 255)
@@ -459,13 +487,15 @@ static long walk_step(__u32 i, void *arg)
 	return 0;
 }
 
+static long walk_step(__u32 i, void *arg) { return walk_step_body(arg, 0); }
+static long walk_step_btf(__u32 i, void *arg) { return walk_step_body(arg, 1); }
+
 /*
  * Appends the absolute path of (dentry, vfsmnt) as string slot, walking
- * dentries and mounts up to the root of the mount namespace. It is a global
- * function so that the verifier checks it once, not once per caller state;
- * it returns the new end of the record.
+ * dentries and mounts up to the root of the mount namespace; returns the
+ * new end of the record.
  */
-__attribute__((noinline)) __u32 gh_put_path(struct evbuf *b, __u32 p, __u32 slot, __u64 dentry, __u64 vfsmnt)
+static __always_inline __u32 put_path_body(struct evbuf *b, __u32 p, __u32 slot, __u64 dentry, __u64 vfsmnt, const int btf)
 {
 	if (!b || !dentry || !vfsmnt || slot >= GH_NSTR)
 		return p;
@@ -484,9 +514,9 @@ __attribute__((noinline)) __u32 gh_put_path(struct evbuf *b, __u32 p, __u32 slot
 		.mnt_off = bpf_core_field_offset(struct mount, mnt),
 		.off = gh_path_end & GH_STR_MAX,
 	};
-	w.mnt = (struct mount *)((char *)vfsmnt - w.mnt_off);
-	w.mnt_root = BPF_CORE_READ((struct vfsmount *)vfsmnt, mnt_root);
-	bpf_loop(GH_PATH_COMPONENTS, walk_step, &w, 0);
+	w.mnt = (struct mount *)(vfsmnt - w.mnt_off);
+	w.mnt_root = KREAD(btf, KCAST(btf, struct vfsmount, vfsmnt), mnt_root);
+	bpf_loop(GH_PATH_COMPONENTS, btf ? walk_step_btf : walk_step, &w, 0);
 	if (!w.done)
 		h->flags |= GH_F_TRUNC0 << slot;
 	if (w.pseudo && slot == 0)
@@ -503,79 +533,125 @@ __attribute__((noinline)) __u32 gh_put_path(struct evbuf *b, __u32 p, __u32 slot
 	return p + len;
 }
 
-static __always_inline __u32 put_path(struct evbuf *b, __u32 p, int slot, struct dentry *dentry, struct vfsmount *vfsmnt)
+/* Global functions, so that the verifier checks the walk once, not once
+ * per caller state. */
+__attribute__((noinline)) __u32 gh_put_path(struct evbuf *b, __u32 p, __u32 slot, __u64 dentry, __u64 vfsmnt)
 {
-	return gh_put_path(b, p, slot, (__u64)dentry, (__u64)vfsmnt);
+	return put_path_body(b, p, slot, dentry, vfsmnt, 0);
 }
 
-static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+__attribute__((noinline)) __u32 gh_put_path_btf(struct evbuf *b, __u32 p, __u32 slot)
+{
+	__u32 zero = 0;
+	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	if (!pb)
+		return p;
+	return put_path_body(b, p, slot, pb->arg_dentry, pb->arg_vfsmnt, 1);
+}
+
+static __always_inline __u32 put_path(struct evbuf *b, __u32 p, int slot, struct dentry *dentry, struct vfsmount *vfsmnt, const int btf)
+{
+	if (!btf)
+		return gh_put_path(b, p, slot, (__u64)dentry, (__u64)vfsmnt);
+	__u32 zero = 0;
+	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	if (!pb)
+		return p;
+	pb->arg_dentry = (__u64)dentry;
+	pb->arg_vfsmnt = (__u64)vfsmnt;
+	return gh_put_path_btf(b, p, slot);
+}
+
+/* The file open as fd in task, as a kernel address (0 if none). */
+static __always_inline struct file *fd_file(struct task_struct *task, long fd, const int btf)
 {
 	if (fd < 0)
 		return 0;
-	struct fdtable *fdtp = BPF_CORE_READ(task, files, fdt);
-	if (!fdtp)
-		return 0;
-	/* One read for max_fds and fd; field accesses on the copy are CO-RE
-	 * relocated like reads of the original. */
-	struct fdtable fdt;
-	if (bpf_probe_read_kernel(&fdt, sizeof(fdt), fdtp))
-		return 0;
-	if ((unsigned long)fd >= fdt.max_fds)
-		return 0;
-	struct file **fds = fdt.fd;
+	struct file **fds;
+	if (btf) {
+		struct fdtable *fdt = task->files->fdt;
+		if (!fdt || (unsigned long)fd >= fdt->max_fds)
+			return 0;
+		fds = fdt->fd;
+	} else {
+		struct fdtable *fdtp = BPF_CORE_READ(task, files, fdt);
+		if (!fdtp)
+			return 0;
+		/* One read for max_fds and fd; field accesses on the copy are
+		 * CO-RE relocated like reads of the original. */
+		struct fdtable fdt;
+		if (bpf_probe_read_kernel(&fdt, sizeof(fdt), fdtp))
+			return 0;
+		if ((unsigned long)fd >= fdt.max_fds)
+			return 0;
+		fds = fdt.fd;
+	}
 	struct file *f = 0;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	return f;
+}
+
+static __always_inline struct path file_path(struct file *f, const int btf)
+{
+	struct path fp = {};
+	if (btf) {
+		struct file *t = KCAST(btf, struct file, f);
+		fp.dentry = t->f_path.dentry;
+		fp.mnt = t->f_path.mnt;
+	} else {
+		bpf_core_read(&fp, sizeof(fp), &f->f_path);
+	}
+	return fp;
 }
 
 static __always_inline __u32 put_file_path(struct evbuf *b, __u32 p, int slot, struct file *f)
 {
 	if (!f)
 		return p;
-	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
-	struct vfsmount *m = BPF_CORE_READ(f, f_path.mnt);
-	return put_path(b, p, slot, d, m);
+	struct path fp = file_path(f, 0);
+	return put_path(b, p, slot, fp.dentry, fp.mnt, 0);
 }
 
 /* Appends the directory a dirfd-relative path is resolved against. */
-static __always_inline __u32 put_base(struct evbuf *b, __u32 p, int slot, struct task_struct *task, long dfd)
+static __always_inline __u32 put_base(struct evbuf *b, __u32 p, int slot, struct task_struct *task, long dfd, const int btf)
 {
-	struct dentry *d = 0;
-	struct vfsmount *m = 0;
+	struct path base = {};
 	if ((int)dfd == AT_FDCWD) {
-		d = BPF_CORE_READ(task, fs, pwd.dentry);
-		m = BPF_CORE_READ(task, fs, pwd.mnt);
-	} else {
-		struct file *f = fd_file(task, dfd);
-		if (f) {
-			d = BPF_CORE_READ(f, f_path.dentry);
-			m = BPF_CORE_READ(f, f_path.mnt);
+		if (btf) {
+			base = task->fs->pwd;
+		} else {
+			base.dentry = BPF_CORE_READ(task, fs, pwd.dentry);
+			base.mnt = BPF_CORE_READ(task, fs, pwd.mnt);
 		}
+	} else {
+		struct file *f = fd_file(task, dfd, btf);
+		if (f)
+			base = file_path(f, btf);
 	}
-	return put_path(b, p, slot, d, m);
+	return put_path(b, p, slot, base.dentry, base.mnt, btf);
 }
 
 /*
  * Appends a user path as string slot and, when it is relative, the
  * directory it is relative to as slot+1.
  */
-static __always_inline __u32 put_user_path(struct evbuf *b, __u32 p, int slot, struct task_struct *task, long dfd, const void *uptr)
+static __always_inline __u32 put_user_path(struct evbuf *b, __u32 p, int slot, struct task_struct *task, long dfd, const void *uptr, const int btf)
 {
 	__u32 start = p;
 	p = put_user_str(b, p, slot, uptr);
 	__u8 first = 0;
 	if (p > start && start <= GH_STR_AREA_END)
-		first = b->data[start & (GH_EVBUF - 1)];
+		first = b->data[str_off(start)]; /* a mask clang cannot drop */
 	if (first == '/')
 		return p;
-	return put_base(b, p, slot + 1, task, dfd);
+	return put_base(b, p, slot + 1, task, dfd, btf);
 }
 
 /* ---- sockets ----------------------------------------------------------- */
 
 static __always_inline struct socket *fd_socket(struct task_struct *task, long fd)
 {
-	struct file *f = fd_file(task, fd);
+	struct file *f = fd_file(task, fd, 0);
 	if (!f)
 		return 0;
 	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
@@ -839,10 +915,10 @@ static __always_inline int traced32(long nr)
 	return 0;
 }
 
-static __always_inline int in_compat(void)
+static __always_inline int in_compat(const int btf)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u32 status = BPF_CORE_READ(task, thread_info.status);
+	struct task_struct *task = current_task(btf);
+	__u32 status = KREAD(btf, task, thread_info.status);
 	return status & TS_COMPAT;
 }
 
@@ -875,14 +951,25 @@ static __always_inline int net64(long nr)
 	return 0;
 }
 
-static __always_inline void regs_args(struct inflight *in, const struct pt_regs *regs)
+/*
+ * Reads a call's arguments from its saved registers (kernel address regs)
+ * in one read: r10 to di are neighbours in struct pt_regs, whose layout is
+ * x86_64's ptrace ABI. Returns nonzero on failure.
+ */
+static __always_inline long read_args(struct inflight *in, const void *regs)
 {
-	in->args[0] = regs->di;
-	in->args[1] = regs->si;
-	in->args[2] = regs->dx;
-	in->args[3] = regs->r10;
-	in->args[4] = regs->r8;
-	in->args[5] = regs->r9;
+	struct {
+		__u64 r10, r9, r8, ax, cx, dx, si, di;
+	} w;
+	if (bpf_probe_read_kernel(&w, sizeof(w), regs + bpf_core_field_offset(struct pt_regs, r10)))
+		return 1;
+	in->args[0] = w.di;
+	in->args[1] = w.si;
+	in->args[2] = w.dx;
+	in->args[3] = w.r10;
+	in->args[4] = w.r8;
+	in->args[5] = w.r9;
+	return 0;
 }
 
 SEC("raw_tracepoint/sys_enter")
@@ -896,7 +983,7 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	 * mprotect, fstat, lseek...): rule out a 32-bit call, a read of the
 	 * task, before the target lookup every process on the host would
 	 * otherwise pay for them. */
-	int compat = in_compat();
+	int compat = in_compat(0);
 	if (compat ? !t32 : !n64)
 		return 0;
 	struct inflight in = {};
@@ -906,12 +993,9 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		report_compat(nr, &in.m);
 		return 0;
 	}
-	/* One read of the saved registers instead of one per argument. */
-	struct pt_regs regs;
-	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)ctx->args[0]))
-		return 0;
 	in.nr = nr;
-	regs_args(&in, &regs);
+	if (read_args(&in, (void *)ctx->args[0]))
+		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	if (bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY)) {
 		drop_all(&in.m);
@@ -937,7 +1021,7 @@ struct plan {
 	int raw2;
 };
 
-static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struct task_struct *task, struct inflight *in, long ret)
+static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struct task_struct *task, struct inflight *in, long ret, const int btf)
 {
 	__u64 *a = in->args;
 	pl->dfd0 = AT_FDCWD;
@@ -992,7 +1076,7 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 		break;
 	case NR_fchmod:
 	case NR_ftruncate:
-		pl->file = fd_file(task, a[0]);
+		pl->file = fd_file(task, a[0], btf);
 		break;
 	case NR_rename:
 	case NR_link:
@@ -1023,34 +1107,38 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 	}
 	/* A successful open names the file the kernel opened. */
 	if ((in->nr == NR_open || in->nr == NR_creat || in->nr == NR_openat || in->nr == NR_openat2) && ret >= 0) {
-		struct file *f = fd_file(task, ret);
+		struct file *f = fd_file(task, ret, btf);
 		if (f)
 			pl->file = f;
 	}
 }
 
-static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_struct *task, struct inflight *in, long ret)
+static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_struct *task, struct inflight *in, long ret, const int btf)
 {
 	struct gh_event *h = (struct gh_event *)b->data;
 	struct plan pl = {};
-	plan_file(&pl, h, task, in, ret);
+	plan_file(&pl, h, task, in, ret, btf);
 	if (pl.file) {
 		h->flags |= GH_F_RESOLVED0;
+		/* A local copy: CO-RE must not relocate the access to pl. */
 		struct file *f = pl.file;
-		umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+		umode_t mode;
+		if (btf)
+			mode = KCAST(btf, struct file, f)->f_inode->i_mode;
+		else
+			mode = BPF_CORE_READ(f, f_inode, i_mode);
 		if ((mode & S_IFMT) != S_IFREG)
 			h->flags |= GH_F_NOTREG0;
-		struct path fp = {};
-		bpf_core_read(&fp, sizeof(fp), &f->f_path);
-		p = put_path(b, p, 0, fp.dentry, fp.mnt);
+		struct path fp = file_path(f, btf);
+		p = put_path(b, p, 0, fp.dentry, fp.mnt, btf);
 	} else if (pl.path0) {
-		p = put_user_path(b, p, 0, task, pl.dfd0, pl.path0);
+		p = put_user_path(b, p, 0, task, pl.dfd0, pl.path0, btf);
 	}
 	if (pl.path2) {
 		if (pl.raw2)
 			p = put_user_str(b, p, 2, pl.path2);
 		else
-			p = put_user_path(b, p, 2, task, pl.dfd2, pl.path2);
+			p = put_user_path(b, p, 2, task, pl.dfd2, pl.path2, btf);
 	}
 	return p;
 }
@@ -1117,14 +1205,14 @@ static __always_inline int exit_net(struct evbuf *b, __u32 *pp, struct task_stru
 }
 
 /* Assembles and sends the record of a traced call that returned ret. */
-static __always_inline void exit_call(struct inflight *in, long ret)
+static __always_inline void exit_call(struct inflight *in, long ret, const int btf)
 {
 	long nr = in->nr;
 	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
 	if (!b)
 		return;
 	struct gh_event *h = (struct gh_event *)b->data;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = current_task(btf);
 	h->nr = nr;
 	h->ret = ret;
 	if (nr == NR_execve || nr == NR_execveat)
@@ -1141,49 +1229,64 @@ static __always_inline void exit_call(struct inflight *in, long ret)
 	case NR_io_uring_setup:
 		break;
 	default:
-		p = exit_file(b, p, task, in, ret);
+		p = exit_file(b, p, task, in, ret, btf);
 		break;
 	}
 	if (emit)
 		submit(b, p, &in->m);
 }
 
-SEC("raw_tracepoint/sys_exit")
-int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int btf)
 {
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	long nr = BPF_CORE_READ(regs, orig_ax);
+	long nr = KREAD(btf, regs, orig_ax);
 	if (!traced64(nr))
 		return 0;
-	long ret = ctx->args[1];
-	/* A successful exec is reported by sched_process_exec. */
-	int exec_ok = (nr == NR_execve || nr == NR_execveat) && ret == 0;
 	if (net64(nr)) {
 		__u32 tid = (__u32)bpf_get_current_pid_tgid();
 		struct inflight *in = bpf_map_lookup_elem(&inflight, &tid);
 		if (!in)
 			return 0;
 		if (in->nr == nr)
-			exit_call(in, ret);
+			exit_call(in, ret, 0);
 		bpf_map_delete_elem(&inflight, &tid);
 		return 0;
 	}
-	if (exec_ok)
+	/* A successful exec is reported by sched_process_exec. */
+	if ((nr == NR_execve || nr == NR_execveat) && ret == 0)
 		return 0;
 	struct inflight in = {};
 	if (!current_match(&in.m))
 		return 0;
 	/* An i386 call whose number is a traced x86_64 one (its entry
 	 * reported the process). */
-	if (in_compat())
-		return 0;
-	struct pt_regs r;
-	if (bpf_probe_read_kernel(&r, sizeof(r), regs))
+	if (in_compat(btf))
 		return 0;
 	in.nr = nr;
-	regs_args(&in, &r);
-	exit_call(&in, ret);
+	if (btf) {
+		in.args[0] = regs->di;
+		in.args[1] = regs->si;
+		in.args[2] = regs->dx;
+		in.args[3] = regs->r10;
+		in.args[4] = regs->r8;
+		in.args[5] = regs->r9;
+	} else if (read_args(&in, regs)) {
+		return 0;
+	}
+	exit_call(&in, ret, btf);
 	return 0;
+}
+
+SEC("raw_tracepoint/sys_exit")
+int gh_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	return sys_exit((struct pt_regs *)ctx->args[0], ctx->args[1], 0);
+}
+
+/* The same for kernels with bpf_rdonly_cast; user space loads one of the two. */
+SEC("tp_btf/sys_exit")
+int gh_sys_exit_btf(__u64 *ctx)
+{
+	return sys_exit((struct pt_regs *)ctx[0], (long)ctx[1], 1);
 }
 
 /* ---- processes --------------------------------------------------------- */
@@ -1249,7 +1352,7 @@ int gh_exec(struct bpf_raw_tracepoint_args *ctx)
 	}
 	struct dentry *d = BPF_CORE_READ(task, fs, pwd.dentry);
 	struct vfsmount *mnt = BPF_CORE_READ(task, fs, pwd.mnt);
-	p = put_path(b, p, 2, d, mnt);
+	p = put_path(b, p, 2, d, mnt, 0);
 	submit(b, p, &m);
 	return 0;
 }

@@ -80,8 +80,10 @@ type BPFInflight struct {
 }
 
 type BPFPathbuf struct {
-	_   structs.HostLayout
-	Buf [8192]uint8
+	_         structs.HostLayout
+	Buf       [8192]uint8
+	ArgDentry uint64
+	ArgVfsmnt uint64
 }
 
 type BPFPendingConnect struct {
@@ -120,6 +122,7 @@ const (
 	BPFProgGhSockState    = "gh_sock_state"
 	BPFProgGhSysEnter     = "gh_sys_enter"
 	BPFProgGhSysExit      = "gh_sys_exit"
+	BPFProgGhSysExitBtf   = "gh_sys_exit_btf"
 	BPFVarGhPathEnd       = "gh_path_end"
 	BPFVarUnusedEvent     = "unused_event"
 	BPFVarUnusedTarget    = "unused_target"
@@ -168,19 +171,20 @@ type BPFSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BPFProgramSpecs struct {
-	GhBind4     *ebpf.ProgramSpec `ebpf:"gh_bind4"`
-	GhBind6     *ebpf.ProgramSpec `ebpf:"gh_bind6"`
-	GhConnect4  *ebpf.ProgramSpec `ebpf:"gh_connect4"`
-	GhConnect6  *ebpf.ProgramSpec `ebpf:"gh_connect6"`
-	GhExec      *ebpf.ProgramSpec `ebpf:"gh_exec"`
-	GhExit      *ebpf.ProgramSpec `ebpf:"gh_exit"`
-	GhFork      *ebpf.ProgramSpec `ebpf:"gh_fork"`
-	GhMarker    *ebpf.ProgramSpec `ebpf:"gh_marker"`
-	GhSendmsg4  *ebpf.ProgramSpec `ebpf:"gh_sendmsg4"`
-	GhSendmsg6  *ebpf.ProgramSpec `ebpf:"gh_sendmsg6"`
-	GhSockState *ebpf.ProgramSpec `ebpf:"gh_sock_state"`
-	GhSysEnter  *ebpf.ProgramSpec `ebpf:"gh_sys_enter"`
-	GhSysExit   *ebpf.ProgramSpec `ebpf:"gh_sys_exit"`
+	GhBind4      *ebpf.ProgramSpec `ebpf:"gh_bind4"`
+	GhBind6      *ebpf.ProgramSpec `ebpf:"gh_bind6"`
+	GhConnect4   *ebpf.ProgramSpec `ebpf:"gh_connect4"`
+	GhConnect6   *ebpf.ProgramSpec `ebpf:"gh_connect6"`
+	GhExec       *ebpf.ProgramSpec `ebpf:"gh_exec"`
+	GhExit       *ebpf.ProgramSpec `ebpf:"gh_exit"`
+	GhFork       *ebpf.ProgramSpec `ebpf:"gh_fork"`
+	GhMarker     *ebpf.ProgramSpec `ebpf:"gh_marker"`
+	GhSendmsg4   *ebpf.ProgramSpec `ebpf:"gh_sendmsg4"`
+	GhSendmsg6   *ebpf.ProgramSpec `ebpf:"gh_sendmsg6"`
+	GhSockState  *ebpf.ProgramSpec `ebpf:"gh_sock_state"`
+	GhSysEnter   *ebpf.ProgramSpec `ebpf:"gh_sys_enter"`
+	GhSysExit    *ebpf.ProgramSpec `ebpf:"gh_sys_exit"`
+	GhSysExitBtf *ebpf.ProgramSpec `ebpf:"gh_sys_exit_btf"`
 }
 
 // BPFMapSpecs contains maps before they are loaded into the kernel.
@@ -273,19 +277,20 @@ type BPFVariables struct {
 //
 // It can be passed to LoadBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BPFPrograms struct {
-	GhBind4     *ebpf.Program `ebpf:"gh_bind4"`
-	GhBind6     *ebpf.Program `ebpf:"gh_bind6"`
-	GhConnect4  *ebpf.Program `ebpf:"gh_connect4"`
-	GhConnect6  *ebpf.Program `ebpf:"gh_connect6"`
-	GhExec      *ebpf.Program `ebpf:"gh_exec"`
-	GhExit      *ebpf.Program `ebpf:"gh_exit"`
-	GhFork      *ebpf.Program `ebpf:"gh_fork"`
-	GhMarker    *ebpf.Program `ebpf:"gh_marker"`
-	GhSendmsg4  *ebpf.Program `ebpf:"gh_sendmsg4"`
-	GhSendmsg6  *ebpf.Program `ebpf:"gh_sendmsg6"`
-	GhSockState *ebpf.Program `ebpf:"gh_sock_state"`
-	GhSysEnter  *ebpf.Program `ebpf:"gh_sys_enter"`
-	GhSysExit   *ebpf.Program `ebpf:"gh_sys_exit"`
+	GhBind4      *ebpf.Program `ebpf:"gh_bind4"`
+	GhBind6      *ebpf.Program `ebpf:"gh_bind6"`
+	GhConnect4   *ebpf.Program `ebpf:"gh_connect4"`
+	GhConnect6   *ebpf.Program `ebpf:"gh_connect6"`
+	GhExec       *ebpf.Program `ebpf:"gh_exec"`
+	GhExit       *ebpf.Program `ebpf:"gh_exit"`
+	GhFork       *ebpf.Program `ebpf:"gh_fork"`
+	GhMarker     *ebpf.Program `ebpf:"gh_marker"`
+	GhSendmsg4   *ebpf.Program `ebpf:"gh_sendmsg4"`
+	GhSendmsg6   *ebpf.Program `ebpf:"gh_sendmsg6"`
+	GhSockState  *ebpf.Program `ebpf:"gh_sock_state"`
+	GhSysEnter   *ebpf.Program `ebpf:"gh_sys_enter"`
+	GhSysExit    *ebpf.Program `ebpf:"gh_sys_exit"`
+	GhSysExitBtf *ebpf.Program `ebpf:"gh_sys_exit_btf"`
 }
 
 func (p *BPFPrograms) Close() error {
@@ -303,6 +308,7 @@ func (p *BPFPrograms) Close() error {
 		p.GhSockState,
 		p.GhSysEnter,
 		p.GhSysExit,
+		p.GhSysExitBtf,
 	)
 }
 
