@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"runtime"
@@ -40,7 +39,7 @@ const (
 type Collector struct {
 	log       *slog.Logger
 	objs      objects
-	exitBuild string // "tp_btf" or "raw_tracepoint": see objects
+	build     string // "tp_btf" or "raw_tracepoint": see Build
 	links     []link.Link
 	rd        *ringbuf.Reader
 	sockHooks string // cgroup the socket hooks are attached to, or ""
@@ -107,9 +106,9 @@ func Open(cfg Config) (*Collector, error) {
 	empty := map[uint32]*session{}
 	c.sessions.Store(&empty)
 	c.calibrate()
-	c.exitBuild = "raw_tracepoint"
-	if !cfg.ProbeReadExit && haveRdonlyCast() {
-		c.exitBuild = "tp_btf"
+	c.build = "raw_tracepoint"
+	if !cfg.RawTracepoints && haveRdonlyCast() {
+		c.build = "tp_btf"
 		spec.Programs[collector.BPFProgGhSysExit] = spec.Programs[collector.BPFProgGhSysExitBtf]
 	}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
@@ -128,7 +127,7 @@ func Open(cfg Config) (*Collector, error) {
 	}
 	c.loadTime = time.Since(start)
 	go c.read()
-	c.log.Debug("collector loaded", "load_ms", c.loadTime.Milliseconds(), "socket_hooks", c.sockHooks, "exit_build", c.exitBuild)
+	c.log.Debug("collector loaded", "load_ms", c.loadTime.Milliseconds(), "socket_hooks", c.sockHooks, "build", c.build)
 	return c, nil
 }
 
@@ -145,7 +144,7 @@ func (c *Collector) attach(cgroupRoot string) error {
 		{"inet_sock_set_state", c.objs.GhSockState},
 		{"sys_enter", c.objs.GhSysEnter},
 	}
-	if c.exitBuild == "tp_btf" {
+	if c.build == "tp_btf" {
 		l, err := link.AttachTracing(link.TracingOptions{Program: c.objs.GhSysExit, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
 			return fmt.Errorf("%w: attach tp_btf sys_exit: %v", ErrNotSupported, err)
@@ -633,15 +632,14 @@ func (s *session) flush(ctx context.Context) error {
 	}
 }
 
-// ExitBuild names the build of the file-call exit program in use:
-// "tp_btf" (kernel reads are loads; Linux 6.2 and later) or
-// "raw_tracepoint" (kernel reads are bpf_probe_read_kernel calls).
-func (c *Collector) ExitBuild() string { return c.exitBuild }
+// Build names the build of the syscall exit program in use: "tp_btf"
+// (Linux 6.2 and later, with bpf_rdonly_cast), whose kernel reads are
+// loads, or "raw_tracepoint" (any kernel the collector supports), whose
+// kernel reads are bpf_probe_read_kernel calls. Both give the same records.
+func (c *Collector) Build() string { return c.build }
 
-// objects are the collector's maps and programs with one build of the
-// file-call exit program: GhSysExit is gh_sys_exit_btf where the kernel
-// has bpf_rdonly_cast (its kernel reads are plain loads), else the raw
-// tracepoint gh_sys_exit, whose reads are bpf_probe_read_kernel calls.
+// objects are the collector's maps and programs, with the build's exit
+// program as GhSysExit: gh_sys_exit_btf or the raw tracepoint gh_sys_exit.
 type objects struct {
 	collector.BPFMaps
 	collector.BPFVariables
@@ -661,10 +659,10 @@ type objects struct {
 }
 
 func (o *objects) Close() error {
-	var errs []error
-	for _, c := range []io.Closer{&o.BPFMaps, o.GhBind4, o.GhBind6, o.GhConnect4, o.GhConnect6, o.GhExec, o.GhExit, o.GhFork, o.GhMarker, o.GhSendmsg4, o.GhSendmsg6, o.GhSockState, o.GhSysEnter, o.GhSysExit} {
-		if c != nil {
-			errs = append(errs, c.Close())
+	errs := []error{o.BPFMaps.Close()}
+	for _, p := range []*ebpf.Program{o.GhBind4, o.GhBind6, o.GhConnect4, o.GhConnect6, o.GhExec, o.GhExit, o.GhFork, o.GhMarker, o.GhSendmsg4, o.GhSendmsg6, o.GhSockState, o.GhSysEnter, o.GhSysExit} {
+		if p != nil {
+			errs = append(errs, p.Close())
 		}
 	}
 	return errors.Join(errs...)

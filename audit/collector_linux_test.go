@@ -347,8 +347,8 @@ func TestCapabilities(t *testing.T) {
 }
 
 // Kernels from 6.2 (bpf_rdonly_cast) run the tp_btf build of the exit
-// program; Config.ProbeReadExit selects the raw tracepoint build.
-func TestExitBuild(t *testing.T) {
+// program; Config.RawTracepoints selects the raw tracepoint build.
+func TestBuild(t *testing.T) {
 	want := "raw_tracepoint"
 	var u syscall.Utsname
 	if err := syscall.Uname(&u); err != nil {
@@ -363,11 +363,11 @@ func TestExitBuild(t *testing.T) {
 	if major > 6 || major == 6 && minor >= 2 {
 		want = "tp_btf"
 	}
-	if got := setup(t).coll.ExitBuild(); got != want {
-		t.Errorf("kernel %d.%d: exit build %q, want %q", major, minor, got, want)
+	if got := setup(t).coll.Build(); got != want {
+		t.Errorf("kernel %d.%d: build %q, want %q", major, minor, got, want)
 	}
-	if got := setupBuild(t, true).coll.ExitBuild(); got != "raw_tracepoint" {
-		t.Errorf("ProbeReadExit: exit build %q, want raw_tracepoint", got)
+	if got := setupBuild(t, true).coll.Build(); got != "raw_tracepoint" {
+		t.Errorf("RawTracepoints: build %q, want raw_tracepoint", got)
 	}
 }
 

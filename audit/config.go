@@ -45,11 +45,11 @@ type Config struct {
 	// copy of socket addresses. Empty means the first cgroup2 mount in
 	// /proc/self/mountinfo; "-" disables the hooks.
 	CgroupRoot string
-	// ProbeReadExit loads the raw tracepoint build of the file-call exit
-	// program even where the kernel could run its tp_btf build (Linux 6.2
-	// and later), as kernels before 6.2 do. For tests and benchmarks of
-	// that build.
-	ProbeReadExit bool
+	// RawTracepoints loads the raw tracepoint build of the syscall exit
+	// program even where the kernel could run the tp_btf build (Linux 6.2
+	// and later), as older kernels do. For tests and benchmarks of that
+	// build. See Collector.Build.
+	RawTracepoints bool
 }
 
 // Validate checks c. Errors wrap ErrInvalidConfig and name the field.

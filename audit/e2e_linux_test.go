@@ -40,8 +40,8 @@ type fixture struct {
 	tester string
 }
 
-// shared holds a fixture per build of the exit program: [0] the one Open
-// picks, [1] the raw tracepoint build (Config.ProbeReadExit).
+// shared holds a fixture per build of the syscall exit program: [0] the one
+// Open picks, [1] the raw tracepoint build (Config.RawTracepoints).
 var shared [2]struct {
 	once sync.Once
 	f    *fixture
@@ -75,14 +75,14 @@ func setup(t *testing.T) *fixture {
 }
 
 // setupBuild returns the fixture whose collector loads the raw tracepoint
-// build of the exit program if probeRead, else the build Open picks.
-func setupBuild(t *testing.T, probeRead bool) *fixture {
+// build of the syscall exit program if raw, else the build Open picks.
+func setupBuild(t *testing.T, raw bool) *fixture {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "gcc")
 	testenv.RequireFile(t, "/usr/lib/x86_64-linux-gnu/libc.a", "static glibc from libc6-dev, to build the tester")
 	s := &shared[0]
-	if probeRead {
+	if raw {
 		s = &shared[1]
 	}
 	s.once.Do(func() {
@@ -96,7 +96,7 @@ func setupBuild(t *testing.T, probeRead bool) *fixture {
 			f.tester, err = buildTester(f.dir)
 		}
 		if err == nil {
-			f.coll, err = Open(Config{ProbeReadExit: probeRead})
+			f.coll, err = Open(Config{RawTracepoints: raw})
 		}
 		var b *process.Backend
 		if err == nil {
@@ -371,13 +371,13 @@ func freePort(t *testing.T, network string) int {
 	}
 }
 
-// Both builds of the exit program must give the same receipts.
+// Both builds of the syscall exit program must give the same receipts.
 func TestGoldenReceipts(t *testing.T) {
 	for _, build := range []struct {
-		name      string
-		probeRead bool
-	}{{"default", false}, {"probe_read", true}} {
-		t.Run(build.name, func(t *testing.T) { testGoldenReceipts(t, setupBuild(t, build.probeRead)) })
+		name string
+		raw  bool
+	}{{"default", false}, {"raw_tracepoint", true}} {
+		t.Run(build.name, func(t *testing.T) { testGoldenReceipts(t, setupBuild(t, build.raw)) })
 	}
 }
 

@@ -320,15 +320,16 @@ static __always_inline struct evbuf *start_event(__u32 kind, const struct match 
 	struct gh_event *h = (struct gh_event *)b->data;
 	__builtin_memset(h, 0, sizeof(*h));
 	__u64 pidtgid = bpf_get_current_pid_tgid();
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	h->ktime = bpf_ktime_get_ns();
 	h->kind = kind;
 	h->owner = (__u32)pidtgid;
 	h->pid = pidtgid >> 32;
 	h->tid = (__u32)pidtgid;
 	/* Syscall records do not need the parent (two reads saved per call). */
-	if (kind != GH_EV_SYSCALL)
+	if (kind != GH_EV_SYSCALL) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 		h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	}
 	h->uid = (__u32)bpf_get_current_uid_gid();
 	h->nsess = m->n;
 	for (int i = 0; i < GH_MAX_SESS; i++)
@@ -569,7 +570,9 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd, c
 		return 0;
 	struct file **fds;
 	if (btf) {
-		struct fdtable *fdt = task->files->fdt;
+		/* task_struct's later fields cost the verifier a long walk of
+		 * its members per load: read files the old way, once. */
+		struct fdtable *fdt = KCAST(btf, struct files_struct, BPF_CORE_READ(task, files))->fdt;
 		if (!fdt || (unsigned long)fd >= fdt->max_fds)
 			return 0;
 		fds = fdt->fd;
@@ -618,7 +621,7 @@ static __always_inline __u32 put_base(struct evbuf *b, __u32 p, int slot, struct
 	struct path base = {};
 	if ((int)dfd == AT_FDCWD) {
 		if (btf) {
-			base = task->fs->pwd;
+			base = KCAST(btf, struct fs_struct, BPF_CORE_READ(task, fs))->pwd; /* as files */
 		} else {
 			base.dentry = BPF_CORE_READ(task, fs, pwd.dentry);
 			base.mnt = BPF_CORE_READ(task, fs, pwd.mnt);
@@ -635,16 +638,37 @@ static __always_inline __u32 put_base(struct evbuf *b, __u32 p, int slot, struct
  * Appends a user path as string slot and, when it is relative, the
  * directory it is relative to as slot+1.
  */
-static __always_inline __u32 put_user_path(struct evbuf *b, __u32 p, int slot, struct task_struct *task, long dfd, const void *uptr, const int btf)
+static __always_inline __u32 put_user_path_body(struct evbuf *b, __u32 p, __u32 slot, long dfd, __u64 uptr, const int btf)
 {
+	if (!b || slot + 1 >= GH_NSTR)
+		return p;
 	__u32 start = p;
-	p = put_user_str(b, p, slot, uptr);
+	p = put_user_str(b, p, slot, (const void *)uptr);
 	__u8 first = 0;
 	if (p > start && start <= GH_STR_AREA_END)
 		first = b->data[str_off(start)]; /* a mask clang cannot drop */
 	if (first == '/')
 		return p;
-	return put_base(b, p, slot + 1, task, dfd, btf);
+	return put_base(b, p, slot + 1, current_task(btf), dfd, btf);
+}
+
+/* Global functions: the verifier checks them once, not once per state of
+ * the calls that lead to them. */
+__attribute__((noinline)) __u32 gh_put_user_path(struct evbuf *b, __u32 p, __u32 slot, long dfd, __u64 uptr)
+{
+	return put_user_path_body(b, p, slot, dfd, uptr, 0);
+}
+
+__attribute__((noinline)) __u32 gh_put_user_path_btf(struct evbuf *b, __u32 p, __u32 slot, long dfd, __u64 uptr)
+{
+	return put_user_path_body(b, p, slot, dfd, uptr, 1);
+}
+
+static __always_inline __u32 put_user_path(struct evbuf *b, __u32 p, int slot, long dfd, const void *uptr, const int btf)
+{
+	if (btf)
+		return gh_put_user_path_btf(b, p, slot, dfd, (__u64)uptr);
+	return gh_put_user_path(b, p, slot, dfd, (__u64)uptr);
 }
 
 /* ---- sockets ----------------------------------------------------------- */
@@ -939,13 +963,12 @@ static __always_inline void report_compat(long nr, const struct match *mp)
 
 /* Calls whose exit needs state from their entry: the address the cgroup
  * socket hooks capture mid-call, and connect's handshake tracking, which
- * must exist before the SYN leaves. File calls need none: their exit reads
+ * must exist before the SYN leaves. Other calls need none: their exit reads
  * the arguments from the saved registers, which the call does not change. */
-static __always_inline int net64(long nr)
+static __always_inline int needs_entry(long nr)
 {
 	switch (nr) {
-	case NR_connect: case NR_bind: case NR_listen: case NR_accept: case NR_accept4:
-	case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
+	case NR_connect: case NR_bind: case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
 		return 1;
 	}
 	return 0;
@@ -972,19 +995,33 @@ static __always_inline long read_args(struct inflight *in, const void *regs)
 	return 0;
 }
 
+/* Records the entry of a target's call that needs one (see needs_entry). */
+static __always_inline void enter_call(struct inflight *in)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	if (bpf_map_update_elem(&inflight, &tid, in, BPF_ANY)) {
+		drop_all(&in->m);
+		return;
+	}
+	if (in->nr == NR_connect)
+		track_connect(in->args[0]);
+}
+
+/* It runs for every call on the host, so it rules calls out as cheaply as
+ * it can. */
 SEC("raw_tracepoint/sys_enter")
 int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	long nr = ctx->args[1];
-	int n64 = net64(nr), t32 = traced32(nr);
-	if (!n64 && !t32)
+	int entry = needs_entry(nr), t32 = traced32(nr);
+	if (!entry && !t32)
 		return 0;
 	/* Many i386 numbers of traced calls are common x86_64 calls (mmap,
 	 * mprotect, fstat, lseek...): rule out a 32-bit call, a read of the
 	 * task, before the target lookup every process on the host would
 	 * otherwise pay for them. */
 	int compat = in_compat(0);
-	if (compat ? !t32 : !n64)
+	if (compat ? !t32 : !entry)
 		return 0;
 	struct inflight in = {};
 	if (!current_match(&in.m))
@@ -996,13 +1033,7 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	in.nr = nr;
 	if (read_args(&in, (void *)ctx->args[0]))
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY)) {
-		drop_all(&in.m);
-		return 0;
-	}
-	if (nr == NR_connect)
-		track_connect(in.args[0]);
+	enter_call(&in);
 	return 0;
 }
 
@@ -1132,18 +1163,25 @@ static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_str
 		struct path fp = file_path(f, btf);
 		p = put_path(b, p, 0, fp.dentry, fp.mnt, btf);
 	} else if (pl.path0) {
-		p = put_user_path(b, p, 0, task, pl.dfd0, pl.path0, btf);
+		p = put_user_path(b, p, 0, pl.dfd0, pl.path0, btf);
 	}
 	if (pl.path2) {
 		if (pl.raw2)
 			p = put_user_str(b, p, 2, pl.path2);
 		else
-			p = put_user_path(b, p, 2, task, pl.dfd2, pl.path2, btf);
+			p = put_user_path(b, p, 2, pl.dfd2, pl.path2, btf);
 	}
 	return p;
 }
 
-/* Returns 0 when the call is not worth an event (a TCP send). */
+/* listen and accept: the socket's local address. */
+static __always_inline void exit_endpoint(struct gh_event *h, struct task_struct *task, long fd)
+{
+	sock_addr(h, sock_info(h, fd_socket(task, fd)), 0);
+}
+
+/* The calls of needs_entry. Returns 0 when the call is not worth an event
+ * (a TCP send). */
 static __always_inline int exit_net(struct evbuf *b, __u32 *pp, struct task_struct *task, struct inflight *in, long ret)
 {
 	struct gh_event *h = (struct gh_event *)b->data;
@@ -1160,18 +1198,6 @@ static __always_inline int exit_net(struct evbuf *b, __u32 *pp, struct task_stru
 		else
 			p = user_sockaddr(b, p, (const void *)a[1], a[2]);
 		sock_info(h, s);
-		break;
-	case NR_listen:
-		s = fd_socket(task, a[0]);
-		sk = sock_info(h, s);
-		sock_addr(h, sk, 0);
-		break;
-	case NR_accept:
-	case NR_accept4:
-		/* The endpoint that accepted: the new socket's local address. */
-		s = fd_socket(task, ret >= 0 ? ret : (long)a[0]);
-		sk = sock_info(h, s);
-		sock_addr(h, sk, 0);
 		break;
 	default: /* sendto, sendmsg, sendmmsg */
 		s = fd_socket(task, a[0]);
@@ -1204,8 +1230,30 @@ static __always_inline int exit_net(struct evbuf *b, __u32 *pp, struct task_stru
 	return 1;
 }
 
-/* Assembles and sends the record of a traced call that returned ret. */
-static __always_inline void exit_call(struct inflight *in, long ret, const int btf)
+/*
+ * Assemble and send the record of a traced call that returned ret: a
+ * network call (whose entry was recorded) or any other. Separate, so that
+ * the verifier walks each kind of call only on its own path.
+ */
+static __always_inline void exit_net_call(struct inflight *in, long ret)
+{
+	long nr = in->nr;
+	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
+	if (!b)
+		return;
+	struct gh_event *h = (struct gh_event *)b->data;
+	struct task_struct *task = current_task(0);
+	h->nr = nr;
+	h->ret = ret;
+	__u32 p = sizeof(struct gh_event);
+	if (!exit_net(b, &p, task, in, ret))
+		return;
+	if (nr == NR_connect && finish_connect(b, &in->m, task, in->args[0], ret))
+		return;
+	submit(b, p, &in->m);
+}
+
+static __always_inline void exit_other_call(struct inflight *in, long ret, const int btf)
 {
 	long nr = in->nr;
 	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
@@ -1215,25 +1263,26 @@ static __always_inline void exit_call(struct inflight *in, long ret, const int b
 	struct task_struct *task = current_task(btf);
 	h->nr = nr;
 	h->ret = ret;
-	if (nr == NR_execve || nr == NR_execveat)
-		h->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	__u32 p = sizeof(struct gh_event);
-	int emit = 1;
 	switch (nr) {
-	case NR_connect: case NR_bind: case NR_listen: case NR_accept: case NR_accept4:
-	case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
-		emit = exit_net(b, &p, task, in, ret);
-		if (emit && nr == NR_connect && finish_connect(b, &in->m, task, in->args[0], ret))
-			emit = 0;
+	case NR_listen:
+		exit_endpoint(h, task, in->args[0]);
+		break;
+	case NR_accept:
+	case NR_accept4:
+		/* The endpoint that accepted: the new socket's local address. */
+		exit_endpoint(h, task, ret >= 0 ? ret : (long)in->args[0]);
 		break;
 	case NR_io_uring_setup:
 		break;
+	case NR_execve: case NR_execveat:
+		h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+		/* fall through */
 	default:
 		p = exit_file(b, p, task, in, ret, btf);
 		break;
 	}
-	if (emit)
-		submit(b, p, &in->m);
+	submit(b, p, &in->m);
 }
 
 static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int btf)
@@ -1241,13 +1290,13 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 	long nr = KREAD(btf, regs, orig_ax);
 	if (!traced64(nr))
 		return 0;
-	if (net64(nr)) {
+	if (needs_entry(nr)) {
 		__u32 tid = (__u32)bpf_get_current_pid_tgid();
 		struct inflight *in = bpf_map_lookup_elem(&inflight, &tid);
 		if (!in)
 			return 0;
 		if (in->nr == nr)
-			exit_call(in, ret, 0);
+			exit_net_call(in, ret);
 		bpf_map_delete_elem(&inflight, &tid);
 		return 0;
 	}
@@ -1272,7 +1321,7 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 	} else if (read_args(&in, regs)) {
 		return 0;
 	}
-	exit_call(&in, ret, btf);
+	exit_other_call(&in, ret, btf);
 	return 0;
 }
 

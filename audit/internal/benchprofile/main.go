@@ -5,7 +5,10 @@
 // The workload is the static tester (audit/testdata/tester.c): "spin N"
 // (N open/close pairs) followed by "forkexec M" (M fork+exec), run in a
 // fresh cgroup each time. Variants are interleaved and each is repeated;
-// the median wall time is reported.
+// the median wall time is reported. The profiled variant runs with the
+// collector build this kernel gets and, where that is the tp_btf build,
+// also with the raw tracepoint build older kernels get (one collector is
+// loaded at a time: a loaded collector's programs cost every process).
 package main
 
 import (
@@ -64,21 +67,27 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 		loadTimes = append(loadTimes, time.Since(start))
 		c.Close()
 	}
-	coll, err := audit.Open(audit.Config{})
+	probe, err := audit.Open(audit.Config{})
 	if err != nil {
 		return err
 	}
-	defer coll.Close()
+	build := probe.Build()
+	probe.Close()
+	builds := []audit.Config{{}}
+	if build != "raw_tracepoint" {
+		builds = append(builds, audit.Config{RawTracepoints: true})
+	}
 
 	workload := [][]string{{tester, "spin", strconv.Itoa(opens)}, {tester, "forkexec", strconv.Itoa(execs)}}
-	var plain, profiled, straced []time.Duration
+	var plain, straced []time.Duration
+	profiled := make([][]time.Duration, len(builds))
 	var plainCPU, profiledCPU []time.Duration
 	var events, dropped int64
 	seq := 0
 	// once runs the workload and returns its wall time and the CPU time
 	// its processes used (user + system, BPF programs included: they run
 	// in the workload's context).
-	once := func(profile bool, wrap []string) (time.Duration, time.Duration, error) {
+	once := func(coll *audit.Collector, wrap []string) (time.Duration, time.Duration, error) {
 		seq++
 		g, err := layout.Create("glasshouse-bench", fmt.Sprintf("run-%d-%d", os.Getpid(), seq), cgroup.Limits{})
 		if err != nil {
@@ -87,7 +96,7 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 		defer g.Remove()
 		var sess profiling.Session
 		sink := &counter{}
-		if profile {
+		if coll != nil {
 			if sess, err = coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, sink); err != nil {
 				return 0, 0, err
 			}
@@ -117,17 +126,28 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 		return elapsed, cpu, nil
 	}
 	for range reps {
-		d, cpu, err := once(false, nil)
+		d, cpu, err := once(nil, nil)
 		if err != nil {
 			return err
 		}
 		plain, plainCPU = append(plain, d), append(plainCPU, cpu)
-		if d, cpu, err = once(true, nil); err != nil {
-			return err
+		for i, cfg := range builds {
+			coll, err := audit.Open(cfg)
+			if err != nil {
+				return err
+			}
+			d, cpu, err = once(coll, nil)
+			coll.Close()
+			if err != nil {
+				return err
+			}
+			profiled[i] = append(profiled[i], d)
+			if i == 0 {
+				profiledCPU = append(profiledCPU, cpu)
+			}
 		}
-		profiled, profiledCPU = append(profiled, d), append(profiledCPU, cpu)
 		if strace != "" {
-			if d, _, err = once(false, []string{strace, "-f", "-qq", "-o", "/dev/null"}); err != nil {
+			if d, _, err = once(nil, []string{strace, "-f", "-qq", "-o", "/dev/null"}); err != nil {
 				return err
 			}
 			straced = append(straced, d)
@@ -143,6 +163,12 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 		if err != nil {
 			return err
 		}
+		coll, err := audit.Open(audit.Config{})
+		if err != nil {
+			g.Remove()
+			return err
+		}
+		defer coll.Close()
 		sink := &counter{}
 		sess, err := coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, sink)
 		if err != nil {
@@ -172,8 +198,8 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 	}
 	os.Remove(layout.Unified + "/glasshouse-bench")
 
-	mp, mf := median(plain), median(profiled)
-	perRun := float64(events) / float64(reps)
+	mp, mf := median(plain), median(profiled[0])
+	perRun := float64(events) / float64(reps*len(builds))
 	fmt.Printf("workload: %d open/close + %d fork/exec, %d runs of each variant (median wall time)\n", opens, execs, reps)
 	var load [3]float64
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -181,7 +207,11 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 	}
 	fmt.Printf("  host: %d CPUs, load average %.2f (others' load skews wall times)\n", runtime.NumCPU(), load[0])
 	fmt.Printf("  unprofiled          %9.1f ms\n", ms(mp))
-	fmt.Printf("  profiled            %9.1f ms   ratio %.3f (goal <= 1.10)\n", ms(mf), float64(mf)/float64(mp))
+	fmt.Printf("  profiled            %9.1f ms   ratio %.3f (goal <= 1.10; %s build)\n", ms(mf), float64(mf)/float64(mp), build)
+	if len(builds) > 1 {
+		mr := median(profiled[1])
+		fmt.Printf("  profiled, raw build %9.1f ms   ratio %.3f (the raw_tracepoint build, as kernels before 6.2 run)\n", ms(mr), float64(mr)/float64(mp))
+	}
 	pc, fc := median(plainCPU), median(profiledCPU)
 	fmt.Printf("  workload CPU time   %9.1f ms unprofiled, %.1f ms profiled: ratio %.3f (less sensitive to other load)\n", ms(pc), ms(fc), float64(fc)/float64(pc))
 	if len(straced) > 0 {
