@@ -15,7 +15,9 @@
 //
 // The collector needs Linux 5.17 or later on x86_64 with BTF
 // (CONFIG_DEBUG_INFO_BTF), raw tracepoints, ring buffers, bpf_loop and cgroup2;
-// it uses no kprobes, fentry or BPF LSM. Socket addresses are taken from
+// it uses no kprobes, fentry or BPF LSM. On Linux 6.2 and later its syscall
+// exit program is a tp_btf program whose kernel reads are plain loads
+// (Collector.Build). Socket addresses are taken from
 // cgroup sock_addr hooks on the cgroup2 root when they can be attached,
 // otherwise from the caller's memory at syscall exit.
 package audit

@@ -4,7 +4,9 @@
  * (and their descendants) and writes what they do to one ring buffer.
  *
  * Hooks, all usable without kprobes or BPF LSM:
- *   raw_tracepoint/sys_enter, sys_exit  file, exec-failure and network syscalls
+ *   raw_tracepoint/sys_enter            entry of network calls; 32-bit calls
+ *   raw_tracepoint/sys_exit or          file, exec-failure and network calls
+ *     tp_btf/sys_exit                   (one build is loaded: see KREAD)
  *   raw_tracepoint/sched_process_fork   new processes (threads are skipped)
  *   raw_tracepoint/sched_process_exec   successful execs (path, argv, cwd)
  *   raw_tracepoint/sched_process_exit   exit of a process's last thread
