@@ -10,7 +10,7 @@
 #
 # Environment: CLIENTS (16), DURATION (60, seconds), BACKEND (process: the
 # figure compares against bare python3 on this host; auto or qemu also work),
-# PROFILE (best-effort), MAX_CONCURRENCY (server default: CPUs),
+# PROFILE (best-effort), MAX_CONCURRENCY (server default: 2 x CPUs),
 # EXTRA_SERVER_FLAGS, OUT (directory for the raw results; a temp dir).
 # Until an isolating backend is usable here the server runs with
 # --allow-unisolated (the process backend). Run as root so runs get cgroups.

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -71,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		tokensFile      = fs.String("tokens", "", "bearer tokens file, one \"TOKEN TENANT\" per line (required off loopback)")
 		backend         = fs.String("backend", "auto", "backend runs use by default: auto or a name ("+strings.Join(execution.Registered(), ", ")+")")
 		allowUnisolated = fs.Bool("allow-unisolated", false, "permit backends with no isolation (process): code runs on the host")
-		maxConc         = fs.Int("max-concurrency", runtime.NumCPU(), "runs executing at once")
+		maxConc         = fs.Int("max-concurrency", server.DefaultMaxConcurrency(), "runs executing at once")
 		maxQueue        = fs.Int("max-queue", 64, "requests that may wait for a run slot before 429")
 		profile         = fs.String("profile", string(profiling.BestEffort), "profiling mode when a request gives none: off, best-effort or required")
 		signingKey      = fs.String("signing-key", "", "ed25519 private key file for ?format=dsse")
