@@ -37,13 +37,15 @@ const (
 
 // Collector is the loaded host collector. See the package documentation.
 type Collector struct {
-	log       *slog.Logger
-	objs      objects
-	build     string // "tp_btf" or "raw_tracepoint": see Build
-	links     []link.Link
-	rd        *ringbuf.Reader
-	sockHooks string // cgroup the socket hooks are attached to, or ""
-	loadTime  time.Duration
+	log        *slog.Logger
+	objs       objects
+	build      string // "tp_btf" or "raw_tracepoint": see Build
+	links      []link.Link
+	sysLinks   []link.Link // the syscall programs' links (see Config.DetachIdle)
+	detachIdle bool
+	rd         *ringbuf.Reader
+	sockHooks  string // cgroup the socket hooks are attached to, or ""
+	loadTime   time.Duration
 
 	// monoToWall is wall-clock minus CLOCK_MONOTONIC, in nanoseconds.
 	monoToWall atomic.Int64
@@ -96,6 +98,7 @@ func Open(cfg Config) (*Collector, error) {
 	}
 	c := &Collector{
 		log:        cfg.Logger,
+		detachIdle: cfg.DetachIdle,
 		byCgroup:   make(map[uint64]*session),
 		nextID:     1,
 		readerDone: make(chan struct{}),
@@ -142,19 +145,16 @@ func (c *Collector) attach(cgroupRoot string) error {
 		{"sched_process_exec", c.objs.GhExec},
 		{"sched_process_exit", c.objs.GhExit},
 		{"inet_sock_set_state", c.objs.GhSockState},
-		{"sys_enter", c.objs.GhSysEnter},
 	}
-	if c.build == "tp_btf" {
-		l, err := link.AttachTracing(link.TracingOptions{Program: c.objs.GhSysExit, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			return fmt.Errorf("%w: attach tp_btf sys_exit: %v", ErrNotSupported, err)
+	// With DetachIdle, check now that the syscall programs attach; Start
+	// attaches them again when there is something to observe.
+	if err := c.attachSyscalls(); err != nil {
+		return err
+	}
+	if c.detachIdle {
+		if err := c.detachSyscalls(); err != nil {
+			return err
 		}
-		c.links = append(c.links, l)
-	} else {
-		tps = append(tps, struct {
-			name string
-			prog *ebpf.Program
-		}{"sys_exit", c.objs.GhSysExit})
 	}
 	for _, tp := range tps {
 		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
@@ -199,6 +199,43 @@ func (c *Collector) attach(cgroupRoot string) error {
 	c.links = append(c.links, attached...)
 	c.sockHooks = cgroupRoot
 	return nil
+}
+
+// attachSyscalls attaches the sys_enter and sys_exit programs. They run on
+// every syscall of every process on the host, observed or not (the "idle
+// collector" cost scripts/bench-profiling.sh measures): with
+// Config.DetachIdle they are attached only while a session is active. c.mu
+// must be held.
+func (c *Collector) attachSyscalls() error {
+	if c.sysLinks != nil {
+		return nil
+	}
+	enter, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: c.objs.GhSysEnter})
+	if err != nil {
+		return fmt.Errorf("%w: attach raw tracepoint sys_enter: %v", ErrNotSupported, err)
+	}
+	var exit link.Link
+	if c.build == "tp_btf" {
+		exit, err = link.AttachTracing(link.TracingOptions{Program: c.objs.GhSysExit, AttachType: ebpf.AttachTraceRawTp})
+	} else {
+		exit, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: c.objs.GhSysExit})
+	}
+	if err != nil {
+		enter.Close()
+		return fmt.Errorf("%w: attach %s sys_exit: %v", ErrNotSupported, c.build, err)
+	}
+	c.sysLinks = []link.Link{enter, exit}
+	return nil
+}
+
+// detachSyscalls detaches what attachSyscalls attached. c.mu must be held.
+func (c *Collector) detachSyscalls() error {
+	var errs []error
+	for _, l := range c.sysLinks {
+		errs = append(errs, l.Close())
+	}
+	c.sysLinks = nil
+	return errors.Join(errs...)
 }
 
 // cgroup2Mount returns the first cgroup2 mount point, or "".
@@ -304,6 +341,16 @@ func (c *Collector) Start(ctx context.Context, target profiling.Target, sink pro
 	if len(c.freeSlot) == 0 {
 		return nil, fmt.Errorf("%w: all %d are in use", ErrTooManySessions, MaxSessions)
 	}
+	if c.detachIdle && len(c.byCgroup) == 0 {
+		if err := c.attachSyscalls(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if len(c.byCgroup) == 0 {
+				c.detachSyscalls() // this first session failed to start
+			}
+		}()
+	}
 	slot := c.freeSlot[len(c.freeSlot)-1]
 	id := c.nextID
 	c.nextID++
@@ -370,6 +417,11 @@ func (c *Collector) release(s *session) {
 		delete(c.byCgroup, s.target.CgroupID)
 	}
 	c.freeSlot = append(c.freeSlot, s.slot)
+	if c.detachIdle && len(c.byCgroup) == 0 && !c.closed {
+		if err := c.detachSyscalls(); err != nil {
+			c.log.Warn("detach syscall programs", "err", err)
+		}
+	}
 }
 
 // read is the single reader goroutine: it decodes records and hands them to
@@ -439,6 +491,9 @@ func (c *Collector) Close() error {
 			errs = append(errs, l.Close())
 		}
 		c.links = nil
+		c.mu.Lock()
+		errs = append(errs, c.detachSyscalls())
+		c.mu.Unlock()
 		if c.rd != nil {
 			errs = append(errs, c.rd.Close())
 			<-c.readerDone
@@ -454,10 +509,10 @@ func (c *Collector) Close() error {
 
 func (c *Collector) closeObjects() error {
 	var errs []error
-	for _, l := range c.links {
+	for _, l := range append(c.links, c.sysLinks...) {
 		errs = append(errs, l.Close())
 	}
-	c.links = nil
+	c.links, c.sysLinks = nil, nil
 	errs = append(errs, c.objs.Close())
 	return errors.Join(errs...)
 }

@@ -346,6 +346,51 @@ func TestCapabilities(t *testing.T) {
 	}
 }
 
+// With DetachIdle the syscall programs, which cost every process on the
+// host, are attached only while something is observed; without, always.
+func TestDetachIdle(t *testing.T) {
+	if c := setup(t).coll; c.sysLinks == nil {
+		t.Error("syscall programs detached without DetachIdle")
+	}
+	c, err := Open(Config{DetachIdle: true, CgroupRoot: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	attached := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.sysLinks != nil
+	}
+	if attached() {
+		t.Fatal("syscall programs attached with no session")
+	}
+	a, b := newGroup(t, ""), newGroup(t, "")
+	s1, err := c.Start(context.Background(), profiling.Target{CgroupID: a.ID()}, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := c.Start(context.Background(), profiling.Target{CgroupID: b.ID()}, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !attached() {
+		t.Fatal("syscall programs not attached during a session")
+	}
+	if _, err := s1.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !attached() {
+		t.Fatal("syscall programs detached while a session is still active")
+	}
+	if _, err := s2.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if attached() {
+		t.Fatal("syscall programs still attached after the last session")
+	}
+}
+
 // Kernels from 6.2 (bpf_rdonly_cast) run the tp_btf build of the exit
 // program; Config.RawTracepoints selects the raw tracepoint build.
 func TestBuild(t *testing.T) {

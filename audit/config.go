@@ -50,6 +50,14 @@ type Config struct {
 	// and later), as older kernels do. For tests and benchmarks of that
 	// build. See Collector.Build.
 	RawTracepoints bool
+	// DetachIdle attaches the syscall programs only while a session is
+	// active. They run on every syscall of every process on the host,
+	// observed or not (~9% on syscall-heavy work here), so a long-lived
+	// collector that often observes nothing (a server between runs)
+	// should not leave them attached. Attaching patches kernel text, which
+	// is why a microVM guest, whose every run would pay for it, keeps
+	// them attached (the default).
+	DetachIdle bool
 }
 
 // Validate checks c. Errors wrap ErrInvalidConfig and name the field.

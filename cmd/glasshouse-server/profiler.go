@@ -17,7 +17,9 @@ type profiler struct {
 // every run shares it. The caller must call the returned close function
 // when it is not nil.
 func openProfiler(log *slog.Logger) (profiler, func(), error) {
-	c, err := audit.Open(audit.Config{Logger: log.With("component", "audit")})
+	// DetachIdle: between runs, the host's other processes do not pay for
+	// the syscall programs.
+	c, err := audit.Open(audit.Config{Logger: log.With("component", "audit"), DetachIdle: true})
 	if err != nil {
 		return profiler{}, nil, err
 	}
