@@ -30,7 +30,7 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /*
- * Kernel reads. The exit of file calls is built twice: as a raw tracepoint,
+ * Kernel reads. The syscall exit program is built twice: as a raw tracepoint,
  * for any kernel, where every kernel read is a bpf_probe_read_kernel call
  * (~30 ns each here), and as a tp_btf program for kernels with
  * bpf_rdonly_cast (6.2), where the verifier knows the kernel's types and a
@@ -623,7 +623,9 @@ static __always_inline __u32 put_base(struct evbuf *b, __u32 p, int slot, struct
 	struct path base = {};
 	if ((int)dfd == AT_FDCWD) {
 		if (btf) {
-			base = KCAST(btf, struct fs_struct, BPF_CORE_READ(task, fs))->pwd; /* as files */
+			/* fs is a late task_struct field: a probe read, as
+			 * files in fd_file. */
+			base = KCAST(btf, struct fs_struct, BPF_CORE_READ(task, fs))->pwd;
 		} else {
 			base.dentry = BPF_CORE_READ(task, fs, pwd.dentry);
 			base.mnt = BPF_CORE_READ(task, fs, pwd.mnt);
