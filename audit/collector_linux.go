@@ -33,6 +33,11 @@ const (
 	// always wake it.
 	wakeFraction = 8
 	pollInterval = 20 * time.Millisecond
+	// idleDetachDelay is how long a DetachIdle collector stays idle before
+	// it detaches the syscall programs: attaching them again costs the
+	// next Start ~11 ms here, which runs arriving one by one should not
+	// each pay.
+	idleDetachDelay = time.Second
 )
 
 // Collector is the loaded host collector. See the package documentation.
@@ -43,9 +48,12 @@ type Collector struct {
 	links      []link.Link
 	sysLinks   []link.Link // the syscall programs' links (see Config.DetachIdle)
 	detachIdle bool
-	rd         *ringbuf.Reader
-	sockHooks  string // cgroup the socket hooks are attached to, or ""
-	loadTime   time.Duration
+	// detachTimer detaches the syscall programs once the collector has
+	// been idle for idleDetachDelay (DetachIdle only).
+	detachTimer *time.Timer
+	rd          *ringbuf.Reader
+	sockHooks   string // cgroup the socket hooks are attached to, or ""
+	loadTime    time.Duration
 
 	// monoToWall is wall-clock minus CLOCK_MONOTONIC, in nanoseconds.
 	monoToWall atomic.Int64
@@ -228,6 +236,20 @@ func (c *Collector) attachSyscalls() error {
 	return nil
 }
 
+// detachIfIdle detaches the syscall programs if no session started since
+// the timer was set.
+func (c *Collector) detachIfIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.detachTimer = nil
+	if len(c.byCgroup) > 0 || c.closed {
+		return
+	}
+	if err := c.detachSyscalls(); err != nil {
+		c.log.Warn("detach syscall programs", "err", err)
+	}
+}
+
 // detachSyscalls detaches what attachSyscalls attached. c.mu must be held.
 func (c *Collector) detachSyscalls() error {
 	var errs []error
@@ -341,6 +363,10 @@ func (c *Collector) Start(ctx context.Context, target profiling.Target, sink pro
 	if len(c.freeSlot) == 0 {
 		return nil, fmt.Errorf("%w: all %d are in use", ErrTooManySessions, MaxSessions)
 	}
+	if c.detachTimer != nil {
+		c.detachTimer.Stop()
+		c.detachTimer = nil
+	}
 	if c.detachIdle && len(c.byCgroup) == 0 {
 		if err := c.attachSyscalls(); err != nil {
 			return nil, err
@@ -417,10 +443,8 @@ func (c *Collector) release(s *session) {
 		delete(c.byCgroup, s.target.CgroupID)
 	}
 	c.freeSlot = append(c.freeSlot, s.slot)
-	if c.detachIdle && len(c.byCgroup) == 0 && !c.closed {
-		if err := c.detachSyscalls(); err != nil {
-			c.log.Warn("detach syscall programs", "err", err)
-		}
+	if c.detachIdle && len(c.byCgroup) == 0 && !c.closed && c.detachTimer == nil {
+		c.detachTimer = time.AfterFunc(idleDetachDelay, c.detachIfIdle)
 	}
 }
 
@@ -492,6 +516,10 @@ func (c *Collector) Close() error {
 		}
 		c.links = nil
 		c.mu.Lock()
+		if c.detachTimer != nil {
+			c.detachTimer.Stop()
+			c.detachTimer = nil
+		}
 		errs = append(errs, c.detachSyscalls())
 		c.mu.Unlock()
 		if c.rd != nil {

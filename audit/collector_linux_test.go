@@ -347,7 +347,8 @@ func TestCapabilities(t *testing.T) {
 }
 
 // With DetachIdle the syscall programs, which cost every process on the
-// host, are attached only while something is observed; without, always.
+// host, are attached only while something is observed (and detached a
+// moment after the last session); without, always.
 func TestDetachIdle(t *testing.T) {
 	if c := setup(t).coll; c.sysLinks == nil {
 		t.Error("syscall programs detached without DetachIdle")
@@ -386,8 +387,26 @@ func TestDetachIdle(t *testing.T) {
 	if _, err := s2.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if attached() {
-		t.Fatal("syscall programs still attached after the last session")
+	if !attached() {
+		t.Fatal("syscall programs detached at once: the next run would pay to attach them again")
+	}
+	deadline := time.Now().Add(idleDetachDelay + 5*time.Second)
+	for attached() {
+		if time.Now().After(deadline) {
+			t.Fatalf("syscall programs still attached %v after the last session", idleDetachDelay+5*time.Second)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A session while idle attaches them again.
+	s3, err := c.Start(context.Background(), profiling.Target{CgroupID: a.ID()}, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !attached() {
+		t.Fatal("syscall programs not attached again")
+	}
+	if _, err := s3.Stop(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -51,7 +51,8 @@ type Config struct {
 	// build. See Collector.Build.
 	RawTracepoints bool
 	// DetachIdle attaches the syscall programs only while a session is
-	// active. They run on every syscall of every process on the host,
+	// active, detaching them after a second without one. They run on
+	// every syscall of every process on the host,
 	// observed or not (~9% on syscall-heavy work here), so a long-lived
 	// collector that often observes nothing (a server between runs)
 	// should not leave them attached. Attaching patches kernel text, which
