@@ -117,12 +117,14 @@ func Open(cfg Config) (*Collector, error) {
 	empty := map[uint32]*session{}
 	c.sessions.Store(&empty)
 	c.calibrate()
+	// One decoding of the kernel's BTF serves the check and the load.
+	kernelBTF := btf.NewCache()
 	c.build = "raw_tracepoint"
-	if !cfg.RawTracepoints && haveRdonlyCast() {
+	if !cfg.RawTracepoints && haveRdonlyCast(kernelBTF) {
 		c.build = "tp_btf"
 		spec.Programs[collector.BPFProgGhSysExit] = spec.Programs[collector.BPFProgGhSysExitBtf]
 	}
-	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&c.objs, &ebpf.CollectionOptions{Cache: kernelBTF}); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("%w: load collector programs: %v", ErrNotSupported, ve)
@@ -753,8 +755,8 @@ func (o *objects) Close() error {
 
 // haveRdonlyCast reports whether the kernel has the bpf_rdonly_cast kfunc
 // (Linux 6.2), which the tp_btf exit program needs.
-func haveRdonlyCast() bool {
-	spec, err := btf.LoadKernelSpec()
+func haveRdonlyCast(cache *btf.Cache) bool {
+	spec, err := cache.Kernel()
 	if err != nil {
 		return false
 	}

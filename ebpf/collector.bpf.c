@@ -943,9 +943,8 @@ static __always_inline int traced32(long nr)
 	return 0;
 }
 
-static __always_inline int in_compat(const int btf)
+static __always_inline int in_compat(struct task_struct *task, const int btf)
 {
-	struct task_struct *task = current_task(btf);
 	__u32 status = KREAD(btf, task, thread_info.status);
 	return status & TS_COMPAT;
 }
@@ -1024,7 +1023,7 @@ int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	 * mprotect, fstat, lseek...): rule out a 32-bit call, a read of the
 	 * task, before the target lookup every process on the host would
 	 * otherwise pay for them. */
-	int compat = in_compat(0);
+	int compat = in_compat(current_task(0), 0);
 	if (compat ? !t32 : !entry)
 		return 0;
 	struct inflight in = {};
@@ -1257,14 +1256,13 @@ static __always_inline void exit_net_call(struct inflight *in, long ret)
 	submit(b, p, &in->m);
 }
 
-static __always_inline void exit_other_call(struct inflight *in, long ret, const int btf)
+static __always_inline void exit_other_call(struct inflight *in, long ret, struct task_struct *task, const int btf)
 {
 	long nr = in->nr;
 	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
 	if (!b)
 		return;
 	struct gh_event *h = (struct gh_event *)b->data;
-	struct task_struct *task = current_task(btf);
 	h->nr = nr;
 	h->ret = ret;
 	__u32 p = sizeof(struct gh_event);
@@ -1312,7 +1310,8 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 		return 0;
 	/* An i386 call whose number is a traced x86_64 one (its entry
 	 * reported the process). */
-	if (in_compat(btf))
+	struct task_struct *task = current_task(btf);
+	if (in_compat(task, btf))
 		return 0;
 	in.nr = nr;
 	if (btf) {
@@ -1325,7 +1324,7 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 	} else if (read_args(&in, regs)) {
 		return 0;
 	}
-	exit_other_call(&in, ret, btf);
+	exit_other_call(&in, ret, task, btf);
 	return 0;
 }
 
