@@ -156,8 +156,9 @@ func (c *Collector) attach(cgroupRoot string) error {
 		{"sched_process_exit", c.objs.GhExit},
 		{"inet_sock_set_state", c.objs.GhSockState},
 	}
-	// With DetachIdle, check now that the syscall programs attach; Start
-	// attaches them again when there is something to observe.
+	// Attach the syscall programs; with DetachIdle only to check now that
+	// they attach, as Start attaches them when there is something to
+	// observe.
 	if err := c.attachSyscalls(); err != nil {
 		return err
 	}
