@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -34,7 +35,19 @@ type Backend struct {
 	// modes holds, per network mode, the result of preparing the cgroup
 	// parent that enforces it.
 	modes sync.Map // execution.Network -> func() error
+
+	// fork is the Python fork server (Config.PythonZygote), started by the
+	// first run that fits it; forkErr says why it could not be, until
+	// forkRetry.
+	forkMu    sync.Mutex
+	fork      *forkServer
+	forkErr   error
+	forkRetry time.Time
 }
+
+// forkServerRetry is how long runs start Python themselves after the fork
+// server failed to start.
+const forkServerRetry = time.Minute
 
 // New returns a process backend.
 func New(cfg Config) (*Backend, error) {
@@ -42,6 +55,7 @@ func New(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
+	closeInheritedOnExec()
 	b := &Backend{cfg: cfg, root: os.Geteuid() == 0}
 	if b.root && !cfg.RunAsRoot {
 		uid := cfg.UID
@@ -56,6 +70,26 @@ func New(cfg Config) (*Backend, error) {
 		cfg.Logger.Warn("cgroups unavailable; runs fall back to rlimits", "err", b.layoutErr)
 	}
 	return b, nil
+}
+
+// closeRangeCloexec is close_range(2)'s CLOSE_RANGE_CLOEXEC.
+const closeRangeCloexec = 1 << 2
+
+// closeInheritedOnExec marks every descriptor above stderr close-on-exec.
+// Go opens its own that way, but descriptors this process inherited
+// without the flag (a shell's, a supervisor's) would otherwise pass on to
+// every workload it starts: os/exec closes nothing at exec. The process
+// itself keeps using them; only its children no longer inherit them.
+func closeInheritedOnExec() {
+	if unix.CloseRange(3, ^uint(0), closeRangeCloexec) == nil {
+		return
+	}
+	ents, _ := os.ReadDir("/proc/self/fd") // kernels before 5.11
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
 }
 
 // Available implements execution.Backend: the process backend runs on any
@@ -130,8 +164,61 @@ func (b *Backend) Prepare(ctx context.Context, spec execution.Spec) (execution.I
 	if err := i.prepareContainment(); err != nil {
 		return nil, fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
 	}
+	i.fork = b.forkServerFor(i)
 	ok = true
 	return i, nil
+}
+
+// forkServerFor returns the fork server to fork run i from, or nil when i
+// starts its program itself: i is not Python code, does not fit the
+// server, needs containment the cgroup does not give (a private network
+// namespace), or has a user site directory in its workspace (the server
+// started with none).
+func (b *Backend) forkServerFor(i *instance) *forkServer {
+	if !b.cfg.PythonZygote || i.group == nil || i.netErr != nil || i.spec.Code == "" || len(i.spec.Command) > 0 {
+		return nil
+	}
+	for _, f := range i.spec.Files {
+		if p := path.Clean(f.Path); p == ".local" || strings.HasPrefix(p, ".local/") {
+			return nil
+		}
+	}
+	b.forkMu.Lock()
+	defer b.forkMu.Unlock()
+	if b.fork != nil && b.fork.gone() != nil {
+		b.cfg.Logger.Warn("python fork server died; starting another", "err", b.fork.gone())
+		b.fork.close()
+		b.fork = nil
+	}
+	if b.fork == nil && time.Now().After(b.forkRetry) {
+		prog, err := lookPath("python3", defaultPath, "/")
+		if err == nil {
+			b.fork, err = startForkServer(prog)
+		}
+		if err != nil {
+			b.forkErr, b.forkRetry = err, time.Now().Add(forkServerRetry)
+			b.cfg.Logger.Warn("python fork server unavailable; runs start python", "err", err, "retry_in", forkServerRetry)
+		}
+	}
+	if b.fork == nil || !b.fork.fitsRun(i.exe, i.argv, i.env) {
+		return nil
+	}
+	return b.fork
+}
+
+// Close stops the Python fork server, if one runs; later runs that fit
+// start a new one. Call it with no run in flight: a run forked from the
+// stopped server loses its exit status and fails as an infrastructure
+// error.
+func (b *Backend) Close() error {
+	b.forkMu.Lock()
+	fs := b.fork
+	b.fork = nil
+	b.forkMu.Unlock()
+	if fs != nil {
+		fs.close()
+	}
+	return nil
 }
 
 // prepareWorkspace creates the workspace, owned by the workload's user, and

@@ -38,6 +38,13 @@ type instance struct {
 	// cleanups run in reverse order of registration.
 	cleanups []func() error
 
+	// fork, when set, is the Python fork server the run is forked from
+	// instead of starting its program (see forkServer); forked is the
+	// run's view of it once started, and sink the run's profiling sink.
+	fork   *forkServer
+	forked *zygoteRun
+	sink   profiling.Sink
+
 	started atomic.Bool
 	cmd     *exec.Cmd
 	// reason is the first reason the run was killed for.
@@ -68,6 +75,10 @@ func (i *instance) ProfilingTarget() profiling.Target {
 	}
 	return profiling.Target{CgroupID: i.group.ID(), CgroupPath: i.group.Path()}
 }
+
+// DescribeTo implements execution.Describer: a run forked from the fork
+// server begins without an exec.
+func (i *instance) DescribeTo(sink profiling.Sink) { i.sink = sink }
 
 // Start implements execution.Instance.
 func (i *instance) Start(ctx context.Context) error {
@@ -117,12 +128,16 @@ func (i *instance) start() error {
 		return fmt.Errorf("%w: stderr pipe: %v", execution.ErrInfrastructure, err)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, outW, errW
-	i.cmd = cmd
 
 	startedAt := time.Now()
-	if i.group != nil {
+	switch {
+	case i.fork != nil:
+		err = i.startForked(stdin, outW, errW)
+	case i.group != nil:
+		i.cmd = cmd
 		err = i.group.StartInGroup(cmd)
-	} else {
+	default:
+		i.cmd = cmd
 		err = cmd.Start()
 	}
 	// The child has its own copies; ours would keep the pipes open.
@@ -141,6 +156,9 @@ func (i *instance) start() error {
 	if i.group == nil {
 		i.applyRlimits(cmd.Process.Pid)
 	}
+	if i.fork != nil {
+		i.notes = append(i.notes, zygoteNote)
+	}
 
 	limit := i.spec.Limits.OutputBytes
 	stdout := &execution.Capture{Limit: limit, Live: i.spec.Stdout}
@@ -152,6 +170,43 @@ func (i *instance) start() error {
 
 	timer := time.AfterFunc(i.spec.Timeout, func() { i.kill(errTimeout) })
 	go i.supervise(startedAt, timer, stdout, stderr)
+	return nil
+}
+
+// startForked forks the run from the fork server, describes the child to
+// the profiling sink and lets it go.
+func (i *instance) startForked(stdin, stdout, stderr *os.File) error {
+	join, err := i.group.PrepareJoin()
+	if err != nil {
+		return fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
+	}
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("%w: gate pipe: %v", execution.ErrInfrastructure, err)
+	}
+	defer gateW.Close()
+	req := zygoteRequest{uid: -1, gid: -1, dir: i.workspace, join: join, argv: i.argv, env: i.env,
+		stdin: stdin, stdout: stdout, stderr: stderr, gateReader: gateR}
+	if i.runsAsOther() {
+		req.uid, req.gid = int(i.uid), int(i.gid)
+	}
+	run, pid, err := i.fork.fork(req)
+	gateR.Close()
+	if err != nil {
+		return fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
+	}
+	i.forked = run
+	if i.sink != nil {
+		uid := int64(req.uid)
+		if uid < 0 {
+			uid = 0
+		}
+		i.sink.Add(&profiling.Event{Kind: profiling.KindRunning, Time: time.Now(), PID: int64(pid),
+			PPID: int64(i.fork.cmd.Process.Pid), UID: uid, Exe: i.exe, Argv: i.argv, Cwd: i.workspace})
+	}
+	if _, err := gateW.Write([]byte("G")); err != nil {
+		return fmt.Errorf("%w: python fork server: release the child: %v", execution.ErrInfrastructure, err)
+	}
 	return nil
 }
 
@@ -218,7 +273,9 @@ func (i *instance) killTree() {
 			return
 		}
 	}
-	_ = unix.Kill(-i.cmd.Process.Pid, unix.SIGKILL)
+	if i.cmd != nil {
+		_ = unix.Kill(-i.cmd.Process.Pid, unix.SIGKILL)
+	}
 }
 
 // supervise waits for the workload's main process, ends whatever it left
@@ -231,7 +288,7 @@ func (i *instance) supervise(startedAt time.Time, timer *time.Timer, stdout, std
 		_ = unix.Waitid(unix.P_PID, i.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
 		_ = unix.Kill(-i.cmd.Process.Pid, unix.SIGKILL)
 	}
-	state, waitErr := i.cmd.Process.Wait()
+	ws, rusage, waitErr := i.waitMain()
 	finishedAt := time.Now()
 	timer.Stop()
 	var errs []error
@@ -258,11 +315,11 @@ func (i *instance) supervise(startedAt time.Time, timer *time.Timer, stdout, std
 	if waitErr != nil {
 		errs = append(errs, fmt.Errorf("wait: %w", waitErr))
 	} else {
-		res.ExitCode = state.ExitCode()
-		if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		res.ExitCode = ws.ExitStatus()
+		if ws.Signaled() {
 			res.Signal = unix.SignalName(ws.Signal())
 		}
-		if ru, ok := state.SysUsage().(*syscall.Rusage); ok {
+		if ru := rusage; ru != nil {
 			res.Resources = execution.Resources{
 				CPUUser:         time.Duration(ru.Utime.Nano()),
 				CPUSystem:       time.Duration(ru.Stime.Nano()),
@@ -306,6 +363,23 @@ func (i *instance) supervise(startedAt time.Time, timer *time.Timer, stdout, std
 	close(i.done)
 }
 
+// waitMain waits for the workload's main process to exit. A forked run's
+// status comes from the fork server (its parent), without resource usage:
+// it always has a cgroup, whose counters replace it.
+func (i *instance) waitMain() (syscall.WaitStatus, *syscall.Rusage, error) {
+	if i.forked != nil {
+		ws, err := i.forked.wait()
+		return ws, nil, err
+	}
+	state, err := i.cmd.Process.Wait()
+	if err != nil {
+		return 0, nil, err
+	}
+	ws, _ := state.Sys().(syscall.WaitStatus)
+	ru, _ := state.SysUsage().(*syscall.Rusage)
+	return ws, ru, nil
+}
+
 // drainOutput waits for both output readers to reach EOF. Every writer is
 // dead once the cgroup is empty; without a cgroup, a process that left the
 // process group may still hold a pipe, so the wait is bounded.
@@ -327,7 +401,7 @@ func (i *instance) drainOutput() {
 
 // Wait implements execution.Instance.
 func (i *instance) Wait(ctx context.Context) (execution.Result, error) {
-	if !i.started.Load() || i.cmd == nil {
+	if !i.started.Load() || !i.launched() {
 		return execution.Result{}, execution.ErrNotStarted
 	}
 	select {
@@ -340,10 +414,13 @@ func (i *instance) Wait(ctx context.Context) (execution.Result, error) {
 	}
 }
 
+// launched reports whether the workload's main process was started.
+func (i *instance) launched() bool { return i.cmd != nil || i.forked != nil }
+
 // Cleanup implements execution.Instance.
 func (i *instance) Cleanup(context.Context) error {
 	i.cleanOnce.Do(func() {
-		if i.started.Load() && i.cmd != nil {
+		if i.started.Load() && i.launched() {
 			i.kill(errCleanup)
 			<-i.done
 		}

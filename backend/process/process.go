@@ -45,7 +45,13 @@ type Config struct {
 	// RunUIDs is the range per-run identities are taken from; default
 	// 1000000000 and 65536 ids, far from system and subordinate ranges.
 	RunUIDs UIDRange
-	Logger  *slog.Logger
+	// PythonZygote forks Python code runs (Spec.Code) from a resident
+	// interpreter that has done its startup, instead of starting Python,
+	// when the run fits it (see forkServer): a long-lived owner such as the
+	// server sets it. It needs root and cgroups; runs that do not fit, or
+	// any run when the interpreter cannot be started, start Python.
+	PythonZygote bool
+	Logger       *slog.Logger
 }
 
 // UIDRange is a range of user and group ids: Base to Base+Count-1.
@@ -101,6 +107,13 @@ func init() {
 			}
 			cfg.UID, cfg.GID = uint32(u), uint32(g)
 		}
+		switch z := o.Settings["process.python-zygote"]; z {
+		case "", "off":
+		case "on":
+			cfg.PythonZygote = true
+		default:
+			return nil, fmt.Errorf("setting process.python-zygote %q: want on or off", z)
+		}
 		return New(cfg)
 	})
 }
@@ -121,11 +134,14 @@ func (b *Backend) Capabilities() execution.Capabilities {
 	}
 }
 
+// defaultPath is the sandbox's PATH.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // baseEnv is the environment every workload starts from; the spec's env is
 // added on top. Nothing else from the host is passed on.
 func baseEnv(workspace string) map[string]string {
 	return map[string]string{
-		"PATH":   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"PATH":   defaultPath,
 		"HOME":   workspace,
 		"TMPDIR": workspace + "/.tmp",
 		"LANG":   "C.UTF-8",

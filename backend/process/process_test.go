@@ -24,7 +24,7 @@ import (
 
 // newBackend returns a backend with its own state directory and cgroup
 // parent, so leftovers can be attributed to this test.
-func newBackend(t testing.TB) (*process.Backend, string, string) {
+func newBackend(t testing.TB, opts ...func(*process.Config)) (*process.Backend, string, string) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "python3")
@@ -35,11 +35,18 @@ func newBackend(t testing.TB) (*process.Backend, string, string) {
 		}
 	}
 	parent := "glasshouse-test-" + strconv.Itoa(os.Getpid())
-	b, err := process.New(process.Config{StateDir: state, CgroupParent: parent})
+	cfg := process.Config{StateDir: state, CgroupParent: parent}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	b, err := process.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { removeParent(parent) })
+	t.Cleanup(func() {
+		b.Close()
+		removeParent(parent)
+	})
 	return b, state, parent
 }
 
@@ -108,6 +115,17 @@ func leftovers(state, parent string) func(string) []string {
 
 func TestConformance(t *testing.T) {
 	b, state, parent := newBackend(t)
+	executiontest.Run(t, executiontest.Harness{
+		Backend:   b,
+		Leftovers: leftovers(state, parent),
+		Timeout:   20 * time.Second,
+	})
+}
+
+// TestConformanceForked runs the suite's Python workloads forked from the
+// fork server.
+func TestConformanceForked(t *testing.T) {
+	b, state, parent := newBackend(t, withZygote)
 	executiontest.Run(t, executiontest.Harness{
 		Backend:   b,
 		Leftovers: leftovers(state, parent),

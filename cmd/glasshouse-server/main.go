@@ -87,8 +87,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		maxTimeout      = fs.Duration("max-timeout", server.DefaultLimits.MaxTimeout, "largest timeout a request may ask for")
 		pprofAddr       = fs.String("pprof", "", "serve Go runtime profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	)
-	backendSettings := settings{}
-	fs.Var(backendSettings, "setting", "backend setting name=value (repeatable)")
+	// A long-lived server forks Python runs from a resident interpreter
+	// unless told otherwise (see backend/process).
+	backendSettings := settings{"process.python-zygote": "on"}
+	fs.Var(backendSettings, "setting", "backend setting name=value (repeatable), e.g. process.python-zygote=off")
 	common := daemon.Register(fs, "glasshouse-server")
 	log, code := common.Parse(fs, args, stdout, stderr)
 	if log == nil {

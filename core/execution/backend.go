@@ -76,6 +76,15 @@ type Targeted interface {
 	ProfilingTarget() profiling.Target
 }
 
+// Describer is implemented by instances whose workload may begin without
+// an exec the collector sees, such as a fork of a resident interpreter.
+// When the run is observed, the engine hands the instance the run's sink
+// before Start; the instance adds a profiling.KindRunning event for that
+// process before the process runs the workload's code.
+type Describer interface {
+	DescribeTo(profiling.Sink)
+}
+
 // SelfProfiled is implemented by instances that observe themselves, such as
 // a VM with a collector in its guest. Its controller is used instead of the
 // engine's host controller.

@@ -204,6 +204,9 @@ func (e *Engine) Run(ctx context.Context, spec Spec, opts ...RunOption) (*Run, e
 			session = nil
 		} else {
 			prof.Collector = ctrl.Collector()
+			if d, ok := inst.(Describer); ok {
+				d.DescribeTo(agg)
+			}
 		}
 	}
 

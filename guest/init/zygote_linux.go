@@ -7,7 +7,6 @@ import (
 	_ "embed"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 
 	"glasshouse.dev/glasshouse/core/profiling"
 	"glasshouse.dev/glasshouse/guest/transport"
+	"glasshouse.dev/glasshouse/internal/pyzygote"
 )
 
 // A zygote is a Python interpreter that a snapshot template starts and
@@ -49,7 +49,10 @@ type zygote struct {
 }
 
 //go:embed zygote.py
-var zygoteScript string
+var zygoteMain string
+
+// zygoteScript is the zygote's program: the shared run, then its main.
+var zygoteScript = pyzygote.RunSource + zygoteMain
 
 // zygoteReadyTimeout bounds the interpreter's startup in a template.
 const zygoteReadyTimeout = 60 * time.Second
@@ -170,43 +173,10 @@ func (z *zygote) closeFiles() {
 	}
 }
 
-// fits reports whether a run of prog with argv and env may resume z: it
-// runs the same interpreter on a script or with -c CODE (no other
-// option), and every variable the interpreter's startup reads is as it
-// was when z started.
+// fits reports whether a run of prog with argv and env may resume z (see
+// pyzygote.Fits).
 func (z *zygote) fits(prog string, argv, env []string) bool {
-	if prog != z.prog || len(argv) < 2 || argv[1] == "" {
-		return false
-	}
-	if strings.HasPrefix(argv[1], "-") && (argv[1] != "-c" || len(argv) < 3) {
-		return false
-	}
-	startup := func(env []string) map[string]string {
-		m := map[string]string{}
-		for _, e := range env {
-			k, v, _ := strings.Cut(e, "=")
-			if readAtStartup(k) {
-				m[k] = v
-			}
-		}
-		return m
-	}
-	return maps.Equal(startup(env), startup(z.env))
-}
-
-// readAtStartup reports whether Python's startup, or the C library under
-// it, may read the environment variable name.
-func readAtStartup(name string) bool {
-	for _, p := range []string{"PYTHON", "LC_", "LD_", "GLIBC_", "MALLOC_"} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	switch name {
-	case "HOME", "LANG", "LANGUAGE", "TZ":
-		return true
-	}
-	return false
+	return prog == z.prog && pyzygote.Fits(argv, env, z.env)
 }
 
 // request sends z its run: argv (the interpreter's name, then the script

@@ -237,6 +237,32 @@ func (g *Group) StartInGroup(cmd *exec.Cmd) error {
 	return nil
 }
 
+// PrepareJoin readies the group for a process that moves itself in
+// instead of being started inside it (a fork of a resident process, which
+// StartInGroup cannot place), and returns the files that process writes
+// "0" to, in order. The v1 tasks files come first: writing "0" to one
+// moves only the calling thread, without the global threadgroup lock;
+// that is the whole of a single-threaded process. The cgroup2 cgroup.procs
+// comes last, so the process is observed (collectors scope by its cgroup2
+// id) only once it is contained. The v1 pids limit becomes exact, as no
+// spawning thread will pass through.
+func (g *Group) PrepareJoin() ([]string, error) {
+	if dir, ok := g.v1["pids"]; ok && g.limits.PIDs > 0 {
+		if err := writeFile(dir, "pids.max", strconv.FormatInt(g.limits.PIDs, 10)); err != nil {
+			return nil, err
+		}
+	}
+	var files []string
+	seen := map[string]bool{}
+	for _, c := range joinedControllers {
+		if dir, ok := g.v1[c]; ok && !seen[dir] {
+			seen[dir] = true
+			files = append(files, filepath.Join(dir, "tasks"))
+		}
+	}
+	return append(files, filepath.Join(g.dir, "cgroup.procs")), nil
+}
+
 // Kill sends SIGKILL to every process in the group, including daemons that
 // left their parent's session, and returns once the kernel accepted it.
 func (g *Group) Kill() error {
