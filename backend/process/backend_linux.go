@@ -193,7 +193,7 @@ func (b *Backend) forkServerFor(i *instance) *forkServer {
 	if b.fork == nil && time.Now().After(b.forkRetry) {
 		prog, err := lookPath("python3", defaultPath, "/")
 		if err == nil {
-			b.fork, err = startForkServer(prog)
+			b.fork, err = startForkServer(prog, b.layout)
 		}
 		if err != nil {
 			b.forkErr, b.forkRetry = err, time.Now().Add(forkServerRetry)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"glasshouse.dev/glasshouse/backend/process"
 	"glasshouse.dev/glasshouse/core/execution"
 )
 
@@ -43,6 +44,40 @@ func BenchmarkEngineOverhead(b *testing.B) {
 	b.ReportMetric(float64(mb.Microseconds())/1000, "bare-ms")
 	b.ReportMetric(float64(me.Microseconds())/1000, "engine-ms")
 	b.ReportMetric(float64(me)/float64(mb), "ratio")
+}
+
+// BenchmarkEngineForked runs Python code (`pass`) through the engine
+// twice per iteration, interleaved: started as a fresh interpreter, and
+// forked from the fork server (Config.PythonZygote). It reports the
+// medians and their ratio.
+func BenchmarkEngineForked(b *testing.B) {
+	var engines []*execution.Engine
+	for _, zygote := range []bool{false, true} {
+		backend := newBenchBackend(b, func(c *process.Config) { c.PythonZygote = zygote })
+		e, err := execution.New(execution.Config{Backend: backend})
+		if err != nil {
+			b.Fatal(err)
+		}
+		engines = append(engines, e)
+	}
+	spec := execution.Spec{Code: "pass", Language: execution.LanguagePython}
+	times := make([][]time.Duration, 2)
+	for i := 0; i < b.N+5; i++ {
+		for j, e := range engines {
+			start := time.Now()
+			r, err := e.Run(context.Background(), spec)
+			if err != nil || r.Receipt.Outcome.Failure != "none" {
+				b.Fatalf("run: %v %+v", err, r)
+			}
+			if i >= 5 {
+				times[j] = append(times[j], time.Since(start))
+			}
+		}
+	}
+	fresh, forked := median(times[0]), median(times[1])
+	b.ReportMetric(float64(fresh.Microseconds())/1000, "fresh-ms")
+	b.ReportMetric(float64(forked.Microseconds())/1000, "forked-ms")
+	b.ReportMetric(float64(forked)/float64(fresh), "ratio")
 }
 
 func median(d []time.Duration) time.Duration {

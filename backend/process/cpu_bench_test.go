@@ -74,16 +74,23 @@ func BenchmarkEngineCPU(b *testing.B) {
 // newBenchBackend returns a backend as a server has it: with the default
 // state directory (/dev/shm when it is a tmpfs; workspaces on a disk
 // filesystem cost far more) and a cgroup parent of its own.
-func newBenchBackend(b *testing.B) *process.Backend {
+func newBenchBackend(b *testing.B, opts ...func(*process.Config)) *process.Backend {
 	b.Helper()
 	testenv.RequireRoot(b)
 	testenv.RequireBinary(b, "python3")
 	parent := "glasshouse-test-" + strconv.Itoa(os.Getpid())
-	backend, err := process.New(process.Config{CgroupParent: parent})
+	cfg := process.Config{CgroupParent: parent}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	backend, err := process.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { removeParent(parent) })
+	b.Cleanup(func() {
+		backend.Close()
+		removeParent(parent)
+	})
 	return backend
 }
 

@@ -176,16 +176,13 @@ func (i *instance) start() error {
 // startForked forks the run from the fork server, describes the child to
 // the profiling sink and lets it go.
 func (i *instance) startForked(stdin, stdout, stderr *os.File) error {
-	join, err := i.group.PrepareJoin()
-	if err != nil {
-		return fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
-	}
+	tasks, cgroupFD := i.group.ForkTarget()
 	gateR, gateW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("%w: gate pipe: %v", execution.ErrInfrastructure, err)
 	}
 	defer gateW.Close()
-	req := zygoteRequest{uid: -1, gid: -1, dir: i.workspace, join: join, argv: i.argv, env: i.env,
+	req := zygoteRequest{uid: -1, gid: -1, dir: i.workspace, tasks: tasks, cgroupFD: cgroupFD, argv: i.argv, env: i.env,
 		stdin: stdin, stdout: stdout, stderr: stderr, gateReader: gateR}
 	if i.runsAsOther() {
 		req.uid, req.gid = int(i.uid), int(i.gid)
@@ -196,6 +193,9 @@ func (i *instance) startForked(stdin, stdout, stderr *os.File) error {
 		return fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
 	}
 	i.forked = run
+	if err := i.group.Forked(); err != nil {
+		return fmt.Errorf("%w: %v", execution.ErrInfrastructure, err)
+	}
 	if i.sink != nil {
 		uid := int64(req.uid)
 		if uid < 0 {

@@ -17,15 +17,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"glasshouse.dev/glasshouse/internal/cgroup"
 	"glasshouse.dev/glasshouse/internal/pyzygote"
 )
 
 // A forkServer is a Python interpreter that has done its startup and forks
 // one child per Python run (Config.PythonZygote), so that runs skip the
 // interpreter's startup: most of a short run's CPU time. It runs as root,
-// outside every run's cgroup, and never runs a workload's code itself;
-// each child joins its run's cgroups, takes the run's streams, directory
-// and identity, and only then runs the code (forkserver.py). What differs
+// outside every run's cgroup, and never runs a workload's code itself; it
+// clones each child straight into its run's cgroups, and the child takes
+// the run's streams, directory and identity before it runs the code
+// (forkserver.py). What differs
 // from a fresh interpreter is said in the run's notes (zygoteNote).
 //
 // One reader goroutine takes the server's messages and hands them to the
@@ -90,7 +92,11 @@ const zygoteNote = "python: forked from a resident interpreter (its startup is n
 
 // startForkServer starts the interpreter prog as a fork server and waits
 // until it is ready.
-func startForkServer(prog string) (_ *forkServer, err error) {
+func startForkServer(prog string, layout *cgroup.Layout) (_ *forkServer, err error) {
+	home, err := layout.V1Home(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	env := []string{"HOME=" + forkServerHome, "LANG=C.UTF-8", "PATH=" + defaultPath}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -106,7 +112,7 @@ func startForkServer(prog string) (_ *forkServer, err error) {
 	}
 	fs.cmd = &exec.Cmd{
 		Path:       prog,
-		Args:       []string{"python3", "-c", forkServerScript},
+		Args:       append([]string{"python3", "-c", forkServerScript}, home...),
 		Env:        env,
 		Dir:        "/",
 		Stderr:     fs.stderr,
@@ -205,9 +211,11 @@ func (fs *forkServer) dispatch(msg []byte) {
 
 // zygoteRequest is what a child needs to become a run.
 type zygoteRequest struct {
-	uid, gid   int // -1: keep root
-	dir        string
-	join       []string
+	uid, gid int // -1: keep root
+	dir      string
+	// tasks and cgroupFD place the child (cgroup.Group.ForkTarget).
+	tasks      []string
+	cgroupFD   int
 	argv, env  []string
 	stdin      *os.File
 	stdout     *os.File
@@ -229,12 +237,12 @@ func (fs *forkServer) fork(req zygoteRequest) (*zygoteRun, int, error) {
 	fs.byToken[token] = r
 	fs.mu.Unlock()
 
-	fields := []string{token, strconv.Itoa(req.uid), strconv.Itoa(req.gid), req.dir, strconv.Itoa(len(req.join))}
-	fields = append(fields, req.join...)
+	fields := []string{token, strconv.Itoa(req.uid), strconv.Itoa(req.gid), req.dir, strconv.Itoa(len(req.tasks))}
+	fields = append(fields, req.tasks...)
 	fields = append(fields, strconv.Itoa(len(req.argv)))
 	fields = append(fields, req.argv...)
 	fields = append(fields, req.env...)
-	rights := unix.UnixRights(int(req.stdin.Fd()), int(req.stdout.Fd()), int(req.stderr.Fd()), int(req.gateReader.Fd()))
+	rights := unix.UnixRights(int(req.stdin.Fd()), int(req.stdout.Fd()), int(req.stderr.Fd()), int(req.gateReader.Fd()), req.cgroupFD)
 	err := unix.Sendmsg(int(fs.conn.Fd()), []byte(strings.Join(fields, "\x00")), rights, nil, 0)
 	if err != nil {
 		fs.forget(token)

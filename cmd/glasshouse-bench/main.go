@@ -358,10 +358,30 @@ func cpuTimes() (self, children float64) {
 	return sec(&s), sec(&c)
 }
 
-// procCPU returns the user+system CPU seconds of pid with its waited-for
-// children, and of those children alone, from /proc/PID/stat (zeros when
-// unknown).
+// procCPU returns the user+system CPU seconds of pid with its children, and
+// of those children alone, from /proc (zeros when unknown). Children count
+// with their own waited-for children, whether they were waited for
+// themselves or still run: the server's Python fork server runs for the
+// server's life, and the workloads are its children.
 func procCPU(pid int) (total, children float64) {
+	self, waited := statCPU(pid)
+	children = waited
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(b)) {
+			if kid, err := strconv.Atoi(f); err == nil {
+				own, theirs := statCPU(kid)
+				children += own + theirs
+			}
+		}
+	}
+	return self + children, children
+}
+
+// statCPU returns the user+system CPU seconds of pid alone and of its
+// waited-for children, from /proc/PID/stat.
+func statCPU(pid int) (self, waited float64) {
 	if pid <= 0 {
 		return 0, 0
 	}
@@ -383,7 +403,7 @@ func procCPU(pid int) (total, children float64) {
 	for j, v := range f[11:15] {
 		ticks[j], _ = strconv.ParseInt(v, 10, 64)
 	}
-	return float64(ticks[0]+ticks[1]+ticks[2]+ticks[3]) / 100, float64(ticks[2]+ticks[3]) / 100
+	return float64(ticks[0]+ticks[1]) / 100, float64(ticks[2]+ticks[3]) / 100
 }
 
 func lookPath(name, path string) (string, error) {

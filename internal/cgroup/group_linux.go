@@ -225,6 +225,12 @@ func (g *Group) StartInGroup(cmd *exec.Cmd) error {
 	if err := spawnInV1(g, cmd); err != nil {
 		return err
 	}
+	return g.spawned()
+}
+
+// spawned makes the v1 pids limit exact once the spawning thread has left,
+// and notes the peak it left behind.
+func (g *Group) spawned() error {
 	if dir, ok := g.v1["pids"]; ok {
 		g.spawnPIDsPeak, _ = readInt(filepath.Join(dir, "pids.peak"))
 		if g.limits.PIDs > 0 {
@@ -237,31 +243,25 @@ func (g *Group) StartInGroup(cmd *exec.Cmd) error {
 	return nil
 }
 
-// PrepareJoin readies the group for a process that moves itself in
-// instead of being started inside it (a fork of a resident process, which
-// StartInGroup cannot place), and returns the files that process writes
-// "0" to, in order. The v1 tasks files come first: writing "0" to one
-// moves only the calling thread, without the global threadgroup lock;
-// that is the whole of a single-threaded process. The cgroup2 cgroup.procs
-// comes last, so the process is observed (collectors scope by its cgroup2
-// id) only once it is contained. The v1 pids limit becomes exact, as no
-// spawning thread will pass through.
-func (g *Group) PrepareJoin() ([]string, error) {
-	if dir, ok := g.v1["pids"]; ok && g.limits.PIDs > 0 {
-		if err := writeFile(dir, "pids.max", strconv.FormatInt(g.limits.PIDs, 10)); err != nil {
-			return nil, err
-		}
-	}
-	var files []string
+// ForkTarget describes the group to a process that forks a child into it
+// itself, as StartInGroup does for Go commands (a fork server): the v1
+// tasks files its forking thread writes "0" to before the fork (and its
+// home's, from V1Home, after), and the cgroup2 directory for clone3's
+// CLONE_INTO_CGROUP. Call Forked once the child exists.
+func (g *Group) ForkTarget() (tasks []string, cgroupFD int) {
 	seen := map[string]bool{}
 	for _, c := range joinedControllers {
 		if dir, ok := g.v1[c]; ok && !seen[dir] {
 			seen[dir] = true
-			files = append(files, filepath.Join(dir, "tasks"))
+			tasks = append(tasks, filepath.Join(dir, "tasks"))
 		}
 	}
-	return append(files, filepath.Join(g.dir, "cgroup.procs")), nil
+	return tasks, int(g.fd.Fd())
 }
+
+// Forked finishes a start from outside (see ForkTarget) as StartInGroup
+// does its own: the forking thread has left.
+func (g *Group) Forked() error { return g.spawned() }
 
 // Kill sends SIGKILL to every process in the group, including daemons that
 // left their parent's session, and returns once the kernel accepted it.

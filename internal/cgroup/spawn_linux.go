@@ -120,11 +120,46 @@ type homeTasks struct {
 // openHome reads the calling thread's v1 cgroups and opens their tasks
 // files.
 func openHome() (*home, error) {
-	b, err := os.ReadFile("/proc/thread-self/cgroup")
+	dirs, err := v1Dirs("/proc/thread-self/cgroup")
 	if err != nil {
-		return nil, fmt.Errorf("read thread cgroups: %w", err)
+		return nil, err
 	}
-	dirs := map[string]string{} // controller -> path relative to its mount
+	return &home{tasks: map[string]homeTasks{}, dirs: dirs}, nil
+}
+
+// V1Home returns the tasks files of the v1 directories process pid is in,
+// in the hierarchies groups use: where a thread of it that entered a
+// group's directories to fork into them returns to (see ForkTarget).
+func (l *Layout) V1Home(pid int) ([]string, error) {
+	dirs, err := v1Dirs(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return nil, err
+	}
+	var tasks []string
+	seen := map[string]bool{}
+	for _, c := range joinedControllers {
+		mnt, ok := l.V1[c]
+		if !ok || seen[mnt] {
+			continue
+		}
+		rel, ok := dirs[c]
+		if !ok {
+			return nil, fmt.Errorf("process %d is in no %s cgroup", pid, c)
+		}
+		seen[mnt] = true
+		tasks = append(tasks, filepath.Join(mnt, rel, "tasks"))
+	}
+	return tasks, nil
+}
+
+// v1Dirs reads a /proc cgroup file: v1 controller -> path relative to its
+// mount.
+func v1Dirs(file string) (map[string]string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read cgroups: %w", err)
+	}
+	dirs := map[string]string{}
 	for _, line := range strings.Split(string(b), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 || parts[1] == "" {
@@ -134,7 +169,7 @@ func openHome() (*home, error) {
 			dirs[ctrl] = parts[2]
 		}
 	}
-	return &home{tasks: map[string]homeTasks{}, dirs: dirs}, nil
+	return dirs, nil
 }
 
 // tasksFor returns the open tasks file of the home directory in the
