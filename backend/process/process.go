@@ -11,6 +11,11 @@
 // Without root it falls back to a process group and rlimits, and says so in
 // the receipt's backend notes.
 //
+// With Config.PythonZygote, Python code runs are forked from a resident
+// interpreter that has done its startup (a fork server that clones each
+// child straight into its run's cgroups; see forkServer), which takes most
+// of a short run's CPU time away. The run's notes say when a run was.
+//
 // A Backend is safe for concurrent use. Each Instance belongs to one run.
 package process
 
