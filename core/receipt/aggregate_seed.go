@@ -10,8 +10,9 @@ import "time"
 // event it adds no file entry. p.EndOffsetMS is set to -1 (alive); p's
 // argv and strings are clipped to the caps like an exec's. A seed beyond
 // the process cap is counted in Omitted.Processes. Seeding a pid that is
-// already live replaces nothing and is ignored. A KindRunning event seeds
-// its process the same way.
+// already live is ignored, unless only its fork was seen (a process cloned
+// straight into an observed cgroup): the seed then gives it its image. A
+// KindRunning event seeds its process the same way.
 //
 // seenAt is when p was described. Events of p's pid that happened before
 // it but are delivered after (the ring buffer lags a /proc scan) describe
@@ -24,7 +25,8 @@ func (a *Aggregator) Seed(p Process, seenAt time.Time) {
 }
 
 func (a *Aggregator) seed(p Process, seenAt time.Time) {
-	if _, ok := a.live[p.PID]; ok {
+	i, live := a.live[p.PID]
+	if live && (a.procs[i].execed || p.Exe == "") {
 		return
 	}
 	argv := p.Argv
@@ -37,9 +39,18 @@ func (a *Aggregator) seed(p Process, seenAt time.Time) {
 	}
 	p.Argv = clipped
 	p.Exe, p.Cwd = a.clip(p.Exe), a.clip(p.Cwd)
+	if live {
+		// Only a fork of it was seen (a process cloned straight into an
+		// observed cgroup, its fork delivered before the seed): the seed
+		// says what it runs.
+		q := &a.procs[i]
+		q.Exe, q.Argv, q.Cwd, q.UID = p.Exe, p.Argv, p.Cwd, p.UID
+		q.execed, q.seenAt = true, seenAt
+		return
+	}
 	p.EndOffsetMS = -1
 	p.ExecFailed = nil
-	i := a.newProc(p)
+	i = a.newProc(p)
 	if i < 0 {
 		return
 	}

@@ -1,6 +1,7 @@
 package receipt
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -90,5 +91,29 @@ func TestAggregatorRunningEvent(t *testing.T) {
 	}
 	if len(fs) != 1 || fs[0].Path != "/bin/true" {
 		t.Fatalf("files: want only the exec of /bin/true: %+v", fs)
+	}
+}
+
+// TestAggregatorRunningAfterFork delivers the fork of a process cloned
+// straight into the observed cgroup before its KindRunning description:
+// the description gives the forked entry its image, and a later exec
+// still starts a new one.
+func TestAggregatorRunningAfterFork(t *testing.T) {
+	start := time.Unix(1000, 0)
+	a := NewAggregator(start, Caps{})
+	a.Add(&profiling.Event{Kind: profiling.KindFork, Time: start.Add(time.Millisecond), PID: 30, PPID: 7})
+	a.Add(&profiling.Event{Kind: profiling.KindRunning, Time: start.Add(2 * time.Millisecond), PID: 30, PPID: 7, UID: 1000,
+		Exe: "/usr/bin/python3", Argv: []string{"python3", "main.py"}, Cwd: "/workspace"})
+	a.Add(&profiling.Event{Kind: profiling.KindRunning, Time: start.Add(3 * time.Millisecond), PID: 30, PPID: 7, Exe: "/other"})
+	a.Add(&profiling.Event{Kind: profiling.KindExec, Time: start.Add(4 * time.Millisecond), PID: 30, PPID: 7, Exe: "/bin/true", Argv: []string{"true"}})
+	ps, _, _, _ := a.Sections()
+	if len(ps) != 2 {
+		t.Fatalf("want the described fork and the exec'd image: %+v", ps)
+	}
+	if p := ps[0]; p.PID != 30 || p.PPID != 7 || p.Exe != "/usr/bin/python3" || strings.Join(p.Argv, " ") != "python3 main.py" || p.Cwd != "/workspace" || p.UID != 1000 || p.StartOffsetMS != 1 {
+		t.Fatalf("described fork %+v", p)
+	}
+	if c := ps[1]; c.Exe != "/bin/true" {
+		t.Fatalf("exec after the description %+v", c)
 	}
 }
