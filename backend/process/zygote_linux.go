@@ -92,7 +92,7 @@ const zygoteNote = "python: forked from a resident interpreter (its startup is n
 
 // startForkServer starts the interpreter prog as a fork server and waits
 // until it is ready.
-func startForkServer(prog string, layout *cgroup.Layout) (_ *forkServer, err error) {
+func startForkServer(prog string, layout *cgroup.Layout) (*forkServer, error) {
 	home, err := layout.V1Home(os.Getpid())
 	if err != nil {
 		return nil, err
@@ -104,7 +104,6 @@ func startForkServer(prog string, layout *cgroup.Layout) (_ *forkServer, err err
 	}
 	conn := os.NewFile(uintptr(fds[0]), "forkserver")
 	peer := os.NewFile(uintptr(fds[1]), "forkserver-peer")
-	defer peer.Close()
 	fs := &forkServer{
 		conn: conn, prog: prog, env: env,
 		byToken: map[string]*zygoteRun{}, byPID: map[int]*zygoteRun{},
@@ -117,29 +116,18 @@ func startForkServer(prog string, layout *cgroup.Layout) (_ *forkServer, err err
 		Dir:        "/",
 		Stderr:     fs.stderr,
 		ExtraFiles: []*os.File{peer},
-		// Its own process group keeps a terminal's signals away; it dies
-		// with the thread that started it, and when its socket closes.
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+		// Its own process group keeps a terminal's signals away. It exits
+		// when its socket closes, as it does when this process dies.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
-	if err := fs.cmd.Start(); err != nil {
+	err = fs.cmd.Start()
+	// Only the server may hold its end: if it dies, the wait below ends.
+	peer.Close()
+	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start %s: %w", prog, err)
 	}
-	ready := make(chan error, 1)
-	go func() {
-		b := make([]byte, 16)
-		n, err := conn.Read(b)
-		if err == nil && string(b[:n]) != "R" {
-			err = fmt.Errorf("said %q", b[:n])
-		}
-		ready <- err
-	}()
-	select {
-	case err = <-ready:
-	case <-time.After(forkServerReadyTimeout):
-		err = fmt.Errorf("not ready after %v", forkServerReadyTimeout)
-	}
-	if err != nil {
+	if err = pyzygote.AwaitReady(conn, forkServerReadyTimeout); err != nil {
 		fs.cmd.Process.Kill()
 		fs.cmd.Wait()
 		conn.Close()
@@ -305,11 +293,13 @@ func (fs *forkServer) fitsRun(exe string, argv, env []string) bool {
 		return false
 	}
 	size := 0
-	for _, s := range append(argv[:len(argv):len(argv)], env...) {
-		if strings.IndexByte(s, 0) >= 0 {
-			return false
+	for _, list := range [][]string{argv, env} {
+		for _, s := range list {
+			if strings.IndexByte(s, 0) >= 0 {
+				return false
+			}
+			size += len(s) + 1
 		}
-		size += len(s) + 1
 	}
 	return size <= maxZygoteRequest/2
 }

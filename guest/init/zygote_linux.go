@@ -143,20 +143,7 @@ func launchZygote(cmd *exec.Cmd, timeout time.Duration) (_ *zygote, err error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start python: %w", err)
 	}
-	ready := make(chan error, 1)
-	go func() {
-		b := make([]byte, 1)
-		_, err := z.ctrl.Read(b)
-		if err == nil && b[0] != 'R' {
-			err = fmt.Errorf("said %q", b)
-		}
-		ready <- err
-	}()
-	select {
-	case err = <-ready:
-	case <-time.After(timeout):
-		err = fmt.Errorf("not ready after %v", timeout)
-	}
+	err = pyzygote.AwaitReady(z.ctrl, timeout)
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()

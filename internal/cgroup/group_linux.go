@@ -249,14 +249,28 @@ func (g *Group) spawned() error {
 // home's, from V1Home, after), and the cgroup2 directory for clone3's
 // CLONE_INTO_CGROUP. Call Forked once the child exists.
 func (g *Group) ForkTarget() (tasks []string, cgroupFD int) {
+	for _, h := range g.hierarchies() {
+		tasks = append(tasks, filepath.Join(h.dir, "tasks"))
+	}
+	return tasks, int(g.fd.Fd())
+}
+
+// v1Dir is the group's directory in one v1 hierarchy, and a controller of
+// that hierarchy.
+type v1Dir struct{ controller, dir string }
+
+// hierarchies lists the group's v1 directories, one per hierarchy
+// (co-mounted controllers share one), in joinedControllers order.
+func (g *Group) hierarchies() []v1Dir {
+	var out []v1Dir
 	seen := map[string]bool{}
 	for _, c := range joinedControllers {
 		if dir, ok := g.v1[c]; ok && !seen[dir] {
 			seen[dir] = true
-			tasks = append(tasks, filepath.Join(dir, "tasks"))
+			out = append(out, v1Dir{c, dir})
 		}
 	}
-	return tasks, int(g.fd.Fd())
+	return out
 }
 
 // Forked finishes a start from outside (see ForkTarget) as StartInGroup

@@ -207,18 +207,12 @@ func (h *home) spawn(g *Group, cmd *exec.Cmd) (err error, ok bool) {
 	// leaves home so that a failure to open one cannot strand it.
 	var enter []string
 	var back []homeTasks
-	seen := map[string]bool{}
-	for _, c := range joinedControllers {
-		dir, used := g.v1[c]
-		if !used || seen[dir] {
-			continue
-		}
-		seen[dir] = true
-		f, err := h.tasksFor(c, g.layout.V1[c])
+	for _, d := range g.hierarchies() {
+		f, err := h.tasksFor(d.controller, g.layout.V1[d.controller])
 		if err != nil {
 			return err, true
 		}
-		enter, back = append(enter, dir), append(back, f)
+		enter, back = append(enter, d.dir), append(back, f)
 	}
 	var startErr error
 	for _, dir := range enter {

@@ -11,9 +11,12 @@ package pyzygote
 
 import (
 	_ "embed"
+	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
+	"time"
 )
 
 // RunSource is the Python that turns a waiting interpreter into a run:
@@ -61,4 +64,25 @@ func ReadAtStartup(name string) bool {
 		return true
 	}
 	return false
+}
+
+// AwaitReady waits until a starting zygote says it is ready: "R", the first
+// byte it writes to its control socket r. On an error or timeout the caller
+// kills the zygote, which also ends the read left waiting.
+func AwaitReady(r io.Reader, timeout time.Duration) error {
+	ready := make(chan error, 1)
+	go func() {
+		b := make([]byte, 1)
+		_, err := r.Read(b)
+		if err == nil && b[0] != 'R' {
+			err = fmt.Errorf("said %q", b)
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("not ready after %v", timeout)
+	}
 }
