@@ -2,8 +2,8 @@
 # Load test of glasshouse-server, in one invocation (issue 5):
 #   16 concurrent clients POST {"code": "print(2+2)"} with profiling on for
 #   60 s; throughput, p50/p95/p99 and errors by status; then every receipt
-#   is fetched and its digest verified; the server's VmRSS is sampled every
-#   second; and the same code is run as bare `python3 -c` with the same
+#   is fetched and its digest verified; the server's VmRSS, with its Python
+#   fork server's, is sampled every second; and the same code is run as bare `python3 -c` with the same
 #   parallelism in the same script (half the duration before the server
 #   phase, half after, to cancel drift), giving the ratio
 #   server throughput / bare throughput (goal >= 0.8).
@@ -114,6 +114,13 @@ echo "== server: $CLIENTS clients, ${DURATION}s, profile $PROFILE (sampling VmRS
 	start=$(date +%s%N)
 	while kill -0 "$server_pid" 2>/dev/null; do
 		rss=$(awk '/^VmRSS/{print $2}' "/proc/$server_pid/status" 2>/dev/null || true)
+		# The fork server is the server's child that runs no workload.
+		for kid in $(cat /proc/"$server_pid"/task/*/children 2>/dev/null); do
+			if grep -q _glasshouse_forkserver "/proc/$kid/cmdline" 2>/dev/null; then
+				k=$(awk '/^VmRSS/{print $2}' "/proc/$kid/status" 2>/dev/null || true)
+				[ -n "$rss" ] && [ -n "$k" ] && rss=$((rss + k))
+			fi
+		done
 		now=$(date +%s%N)
 		[ -n "$rss" ] && echo "$(( (now - start) / 1000000 )) $rss"
 		sleep 1
@@ -175,7 +182,7 @@ if srv_cpu:
           f"{(srv_cpu-work_cpu)*1000:.1f} (load client {cli_cpu*1000:.1f} ms more); bare/server = {bare_cpu/srv_cpu:.2f}")
 with open("/proc/loadavg") as f:
     print(f"host    : load average {' '.join(f.read().split()[:3])} at the end (other work on the machine skews throughput)")
-print(f"memory  : VmRSS {ref/1024:.1f} MiB at {ref_t:.0f} s, {end/1024:.1f} MiB at the end of the load, peak {peak/1024:.1f} MiB; "
+print(f"memory  : VmRSS (server and fork server) {ref/1024:.1f} MiB at {ref_t:.0f} s, {end/1024:.1f} MiB at the end of the load, peak {peak/1024:.1f} MiB; "
       f"growth {growth*100:+.1f}% ({'flat' if flat else 'GROWING'}); {after/1024:.1f} MiB after fetching every receipt")
 print(f"shutdown: SIGTERM exit code {server_rc}")
 ok = errors == 0 and verified_all and flat and server_rc == 0

@@ -45,6 +45,9 @@ fi
 
 command -v go >/dev/null || { echo "setup.sh: Go is not installed (expected /usr/local/go)" >&2; exit 1; }
 mkdir -p bin
+# Static binaries: without the dynamic loader every invocation starts
+# ~0.7 ms sooner (cmd/glasshouse BenchmarkStartup); nothing here needs cgo.
+export CGO_ENABLED=0
 go build -o bin/ $(go list ./cmd/... | grep -v '/cmd/glasshouse$')
 # bin/glasshouse is the lean CLI; it hands policy, signing and signals to
 # the full build beside it (see cmd/glasshouse/main.go).

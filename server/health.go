@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/core/version"
 )
 
@@ -40,6 +41,9 @@ type BackendHealth struct {
 	Profiling string `json:"profiling"`
 	Usable    bool   `json:"usable"`
 	Reason    string `json:"reason,omitempty"`
+	// Details are the backend's own state lines (execution.Detailer),
+	// such as the process backend's Python fork server.
+	Details []string `json:"details,omitempty"`
 }
 
 // ProfilerHealth describes the shared host profiler.
@@ -82,6 +86,9 @@ func (s *Server) Health(ctx context.Context) Health {
 		bh := BackendHealth{Name: bs.name(), Isolation: string(bs.caps.Isolation), Profiling: string(bs.caps.Profiling), Usable: bs.engine != nil}
 		if bs.unusable != nil {
 			bh.Reason = bs.unusable.Error()
+		}
+		if d, ok := bs.b.(execution.Detailer); ok {
+			bh.Details = d.Details()
 		}
 		h.Backends = append(h.Backends, bh)
 	}

@@ -29,10 +29,13 @@ func processEnv(t *testing.T) *env {
 	if err := os.Chmod(filepath.Dir(state), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	pb, err := process.New(process.Config{StateDir: state})
+	// Python runs are forked from the fork server, as glasshouse-server
+	// configures the backend by default.
+	pb, err := process.New(process.Config{StateDir: state, PythonZygote: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { pb.Close() })
 	return newEnv(t, func(c *server.Config) {
 		c.Backends = []execution.Backend{pb}
 		c.AllowUnisolated = true
@@ -69,10 +72,16 @@ func TestProcessBackend(t *testing.T) {
 				t.Fatalf("response = %+v", resp)
 			}
 			rc := e.receipt("", resp.ID)
-			if rc.Backend.Name != "process" || rc.Backend.Isolation != "none" || rc.Outcome.Failure != tc.failure {
+			if rc.Backend.Name != "process" || rc.Backend.Isolation != "none" || rc.Outcome.Failure != tc.failure ||
+				!strings.Contains(strings.Join(rc.Backend.Notes, "\n"), "forked from a resident interpreter") {
 				t.Fatalf("receipt backend %+v outcome %+v", rc.Backend, rc.Outcome)
 			}
 		})
+	}
+	var h server.Health
+	e.do("GET", "/health", "", nil).json(t, &h)
+	if len(h.Backends) != 1 || len(h.Backends[0].Details) != 1 || !strings.HasPrefix(h.Backends[0].Details[0], "python fork server: running ") {
+		t.Errorf("health backends %+v", h.Backends)
 	}
 }
 

@@ -206,6 +206,22 @@ func (b *Backend) forkServerFor(i *instance) *forkServer {
 	return b.fork
 }
 
+// Details implements execution.Detailer: the Python fork server's state.
+func (b *Backend) Details() []string {
+	if !b.cfg.PythonZygote {
+		return []string{"python fork server: off"}
+	}
+	b.forkMu.Lock()
+	defer b.forkMu.Unlock()
+	switch {
+	case b.fork != nil && b.fork.gone() == nil:
+		return []string{fmt.Sprintf("python fork server: running %s as pid %d, %d runs so far", b.fork.prog, b.fork.cmd.Process.Pid, b.fork.forks())}
+	case b.forkErr != nil && time.Now().Before(b.forkRetry):
+		return []string{fmt.Sprintf("python fork server: unavailable until %s: %v", b.forkRetry.UTC().Format(time.RFC3339), b.forkErr)}
+	}
+	return []string{"python fork server: starts with the first Python run"}
+}
+
 // Close stops the Python fork server, if one runs; later runs that fit
 // start a new one. Call it with no run in flight: a run forked from the
 // stopped server loses its exit status and fails as an infrastructure

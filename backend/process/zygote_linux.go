@@ -249,6 +249,13 @@ func (fs *forkServer) fork(req zygoteRequest) (*zygoteRun, int, error) {
 	}
 }
 
+// forks returns the number of runs asked of the server.
+func (fs *forkServer) forks() uint64 {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.next
+}
+
 func (fs *forkServer) forget(token string) {
 	fs.mu.Lock()
 	delete(fs.byToken, token)

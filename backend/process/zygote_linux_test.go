@@ -153,10 +153,16 @@ func TestForkedLimits(t *testing.T) {
 func TestForkServerDeath(t *testing.T) {
 	b, _, _ := newBackend(t, withZygote)
 	spec := execution.Spec{Language: execution.LanguagePython, Code: "print('ok')\n"}
+	if d := b.Details(); len(d) != 1 || d[0] != "python fork server: starts with the first Python run" {
+		t.Errorf("details before the first run: %q", d)
+	}
 	if r := run(t, b, spec); !forked(r) {
 		t.Fatalf("first run not forked: %q", r.Receipt.Backend.Notes)
 	}
 	server := forkServerPID(t)
+	if d := b.Details(); len(d) != 1 || !strings.HasSuffix(d[0], fmt.Sprintf(" as pid %d, 1 runs so far", server)) {
+		t.Errorf("details after the first run (fork server %d): %q", server, d)
+	}
 	done := make(chan *execution.Run)
 	go func() {
 		done <- run(t, b, execution.Spec{Language: execution.LanguagePython, Code: "import time\ntime.sleep(60)\n"})

@@ -21,11 +21,7 @@ func BenchmarkRunOverhead(b *testing.B) {
 		python = p // the interpreter the sandbox's clean PATH finds
 	}
 	bin := filepath.Join(b.TempDir(), "glasshouse")
-	build := exec.Command("go", "build", "-tags", "lean", "-o", bin, ".") // as scripts/setup.sh installs it
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		b.Fatal(err)
-	}
+	buildCLI(b, "-tags", "lean", "-o", bin)
 	timeIt := func(name string, args ...string) time.Duration {
 		cmd := exec.Command(name, args...)
 		start := time.Now()
@@ -57,6 +53,18 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// buildCLI builds this command with args as scripts/setup.sh installs it:
+// static (CGO_ENABLED=0).
+func buildCLI(b *testing.B, args ...string) {
+	b.Helper()
+	build := exec.Command("go", append(append([]string{"build"}, args...), ".")...)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		b.Fatal(err)
+	}
+}
+
 // BenchmarkStartup separates what a CLI invocation pays before any work:
 // /bin/true (process creation), a hello-world Go binary (the Go runtime's
 // start) and `glasshouse version` of the lean and the full build (binary
@@ -68,13 +76,8 @@ func BenchmarkStartup(b *testing.B) {
 	dir := b.TempDir()
 	bin, full := filepath.Join(dir, "glasshouse"), filepath.Join(dir, "glasshouse-full")
 	hello := filepath.Join(dir, "hello")
-	for _, args := range [][]string{{"-tags", "lean", "-o", bin}, {"-o", full}} {
-		build := exec.Command("go", append(append([]string{"build"}, args...), ".")...)
-		build.Stderr = os.Stderr
-		if err := build.Run(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	buildCLI(b, "-tags", "lean", "-o", bin)
+	buildCLI(b, "-o", full)
 	src := filepath.Join(dir, "hello.go")
 	if err := os.WriteFile(src, []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hi\\n\") }\n"), 0o644); err != nil {
 		b.Fatal(err)

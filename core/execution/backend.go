@@ -85,6 +85,14 @@ type Describer interface {
 	DescribeTo(profiling.Sink)
 }
 
+// Detailer is implemented by backends with state worth reporting to an
+// operator beyond Available (a resident helper process and how it fares).
+// Details returns short "name: state" lines; it must be cheap and safe for
+// concurrent use.
+type Detailer interface {
+	Details() []string
+}
+
 // SelfProfiled is implemented by instances that observe themselves, such as
 // a VM with a collector in its guest. Its controller is used instead of the
 // engine's host controller.
