@@ -21,6 +21,7 @@ import (
 
 	"glasshouse.dev/glasshouse/audit"
 	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/receipt/schema"
 	"glasshouse.dev/glasshouse/internal/cgroup"
 	"glasshouse.dev/glasshouse/internal/testenv"
 )
@@ -191,7 +192,7 @@ func (p *agentProc) receipts(t *testing.T, cg string) []*receipt.Receipt {
 	sc.Buffer(nil, receipt.MaxSize)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if err := receipt.ValidateSchema(line); err != nil {
+		if err := schema.Validate(line); err != nil {
 			t.Fatalf("receipt fails the schema: %v\n%s", err, line)
 		}
 		r, err := receipt.Decode(line)

@@ -20,6 +20,7 @@ import (
 	"glasshouse.dev/glasshouse/core/policy"
 	"glasshouse.dev/glasshouse/core/profiling"
 	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/receipt/schema"
 )
 
 // fakeController is a profiling.Controller whose sessions the test feeds.
@@ -261,7 +262,7 @@ func checkReceipt(t *testing.T, r *receipt.Receipt) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := receipt.ValidateSchema(doc); err != nil {
+	if err := schema.Validate(doc); err != nil {
 		t.Fatalf("schema: %v\n%s", err, doc)
 	}
 	if err := receipt.Verify(doc); err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/receipt/schema"
 	"glasshouse.dev/glasshouse/store"
 	"glasshouse.dev/glasshouse/store/sqlite"
 )
@@ -43,7 +44,7 @@ func sealed(t *testing.T, id string) (*receipt.Receipt, []byte) {
 
 func TestBuildReceiptValid(t *testing.T) {
 	r, doc := sealed(t, "r1")
-	if err := receipt.ValidateSchema(doc); err != nil {
+	if err := schema.Validate(doc); err != nil {
 		t.Fatal(err)
 	}
 	if err := receipt.Verify(doc); err != nil {
@@ -69,7 +70,7 @@ func TestBuildReceiptValid(t *testing.T) {
 			t.Fatal(err)
 		}
 		doc, _ := receipt.Marshal(r)
-		if err := receipt.ValidateSchema(doc); err != nil {
+		if err := schema.Validate(doc); err != nil {
 			t.Fatalf("%+v: %v", s, err)
 		}
 		if r.Profiling.Status != receipt.StatusPartial || r.Profiling.Reason == "" {

@@ -212,30 +212,26 @@ func (c *Collector) attach(cgroupRoot string) error {
 	return nil
 }
 
-// attachSyscalls attaches the sys_enter and sys_exit programs. They run on
-// every syscall of every process on the host, observed or not (the "idle
-// collector" cost scripts/bench-profiling.sh measures): with
-// Config.DetachIdle they are attached only while a session is active. c.mu
+// attachSyscalls attaches the sys_exit program, the only syscall hook. It
+// runs on every syscall of every process on the host, observed or not (the
+// "idle collector" cost scripts/bench-profiling.sh measures): with
+// Config.DetachIdle it is attached only while a session is active. c.mu
 // must be held.
 func (c *Collector) attachSyscalls() error {
 	if c.sysLinks != nil {
 		return nil
 	}
-	enter, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: c.objs.GhSysEnter})
-	if err != nil {
-		return fmt.Errorf("%w: attach raw tracepoint sys_enter: %v", ErrNotSupported, err)
-	}
 	var exit link.Link
+	var err error
 	if c.build == "tp_btf" {
 		exit, err = link.AttachTracing(link.TracingOptions{Program: c.objs.GhSysExit, AttachType: ebpf.AttachTraceRawTp})
 	} else {
 		exit, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: c.objs.GhSysExit})
 	}
 	if err != nil {
-		enter.Close()
 		return fmt.Errorf("%w: attach %s sys_exit: %v", ErrNotSupported, c.build, err)
 	}
-	c.sysLinks = []link.Link{enter, exit}
+	c.sysLinks = []link.Link{exit}
 	return nil
 }
 
@@ -330,7 +326,7 @@ func (c *Collector) Stats() Stats {
 
 func (c *Collector) recursionMisses() uint64 {
 	var n uint64
-	for _, p := range []*ebpf.Program{c.objs.GhSysEnter, c.objs.GhSysExit, c.objs.GhFork, c.objs.GhExec, c.objs.GhExit, c.objs.GhSockState} {
+	for _, p := range []*ebpf.Program{c.objs.GhSysExit, c.objs.GhFork, c.objs.GhExec, c.objs.GhExit, c.objs.GhSockState} {
 		if p == nil {
 			continue
 		}
@@ -740,13 +736,12 @@ type objects struct {
 	GhSendmsg4  *ebpf.Program `ebpf:"gh_sendmsg4"`
 	GhSendmsg6  *ebpf.Program `ebpf:"gh_sendmsg6"`
 	GhSockState *ebpf.Program `ebpf:"gh_sock_state"`
-	GhSysEnter  *ebpf.Program `ebpf:"gh_sys_enter"`
 	GhSysExit   *ebpf.Program `ebpf:"gh_sys_exit"`
 }
 
 func (o *objects) Close() error {
 	errs := []error{o.BPFMaps.Close()}
-	for _, p := range []*ebpf.Program{o.GhBind4, o.GhBind6, o.GhConnect4, o.GhConnect6, o.GhExec, o.GhExit, o.GhFork, o.GhMarker, o.GhSendmsg4, o.GhSendmsg6, o.GhSockState, o.GhSysEnter, o.GhSysExit} {
+	for _, p := range []*ebpf.Program{o.GhBind4, o.GhBind6, o.GhConnect4, o.GhConnect6, o.GhExec, o.GhExit, o.GhFork, o.GhMarker, o.GhSendmsg4, o.GhSendmsg6, o.GhSockState, o.GhSysExit} {
 		if p != nil {
 			errs = append(errs, p.Close())
 		}

@@ -489,6 +489,41 @@ except PermissionError as e:
 
 // A non-blocking connect returns EINPROGRESS; the receipt records how the
 // handshake ended instead.
+// A connect's record names the address the kernel connected to (the
+// cgroup hook's copy), not what the caller's memory holds by the time the
+// call returns: another thread flips the port between a listening and a
+// closed one all along, so a record read from memory would often pair a
+// port with the other one's outcome.
+func TestConnectAddressIsTheKernels(t *testing.T) {
+	f := setup(t)
+	if f.coll.SocketHooks() == "" {
+		t.Fatal("socket hooks not attached")
+	}
+	open := testenv.Listen(t, "tcp4", "127.0.0.1:0").Port()
+	closed := freePort(t, "tcp")
+	const n = 300
+	rec, rep := observe(t, f.coll, f, "flipconnect", fmt.Sprint(open), fmt.Sprint(closed), fmt.Sprint(n))
+	if rep.Dropped != 0 {
+		t.Fatalf("dropped %d", rep.Dropped)
+	}
+	want := map[int64]string{int64(open): "", int64(closed): "ECONNREFUSED"}
+	seen := map[int64]int{}
+	for _, ev := range rec.events {
+		if ev.Kind != profiling.KindNet || ev.Op != receipt.NetConnect {
+			continue
+		}
+		errno, ok := want[ev.Port]
+		if !ok || ev.Errno != errno {
+			t.Errorf("connect to %s:%d reported %q, want the outcome of that port (%d open, %d closed)", ev.Address, ev.Port, ev.Errno, open, closed)
+			continue
+		}
+		seen[ev.Port]++
+	}
+	if seen[int64(open)]+seen[int64(closed)] != n || seen[int64(open)] == 0 || seen[int64(closed)] == 0 {
+		t.Errorf("connects per port %v, want %d in all and both ports", seen, n)
+	}
+}
+
 func TestNonBlockingConnectOutcome(t *testing.T) {
 	f := setup(t)
 	open := testenv.Listen(t, "tcp4", "127.0.0.1:0").Port()

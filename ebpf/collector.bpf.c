@@ -4,9 +4,10 @@
  * (and their descendants) and writes what they do to one ring buffer.
  *
  * Hooks, all usable without kprobes or BPF LSM:
- *   raw_tracepoint/sys_enter            entry of network calls; 32-bit calls
- *   raw_tracepoint/sys_exit or          file, exec-failure and network calls
- *     tp_btf/sys_exit                   (one build is loaded: see KREAD)
+ *   raw_tracepoint/sys_exit or          file, exec-failure and network calls;
+ *     tp_btf/sys_exit                   32-bit calls (one build is loaded:
+ *                                       see KREAD); no sys_enter hook
+ *   raw_tracepoint/inet_sock_set_state  outcome of non-blocking connects
  *   raw_tracepoint/sched_process_fork   new processes (threads are skipped)
  *   raw_tracepoint/sched_process_exec   successful execs (path, argv, cwd)
  *   raw_tracepoint/sched_process_exit   exit of a process's last thread
@@ -15,9 +16,9 @@
  *
  * Strings are read at sys_exit (the kernel has copied them by then) or from
  * kernel structures (the open file, the cwd, the exec'd file). Every record
- * that cannot be written (ring buffer full, in-flight table full) is
- * counted per session in the drops map, so user space can tell a complete
- * observation from a partial one.
+ * that cannot be written (ring buffer full) is counted per session in the
+ * drops map, so user space can tell a complete observation from a partial
+ * one.
  *
  * Syscall numbers and struct pt_regs are x86_64.
  */
@@ -69,6 +70,8 @@ const struct gh_target *unused_target __attribute__((unused));
 #define ECONNABORTED 103
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+#define MSG_FASTOPEN 0x20000000
 
 /* x86_64 syscall numbers. */
 #define NR_open 2
@@ -114,12 +117,24 @@ struct match {
 	__u16 n;
 };
 
-/* A syscall of a target thread between sys_enter and sys_exit. */
+/* A traced call of a target thread, as its sys_exit sees it. */
 struct inflight {
 	__u64 args[6];
 	struct match m;
 	__u16 nr;
 	__u16 have_addr;
+	__u16 family;
+	__u16 port;
+	__u16 sotype;
+	__u16 proto;
+	__u8 addr[16];
+};
+
+/* What a cgroup socket hook saw of a target thread's call in progress. */
+enum { CAP_CONNECT = 1, CAP_BIND = 2, CAP_SEND = 3 };
+
+struct captured {
+	__u16 kind;
 	__u16 family;
 	__u16 port;
 	__u16 sotype;
@@ -161,12 +176,14 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
+/* Thread id -> the address a cgroup socket hook captured during the
+ * thread's current connect, bind or send; its sys_exit takes it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, struct inflight);
-} inflight SEC(".maps");
+	__type(value, struct captured);
+} captured SEC(".maps");
 
 /* Processes already reported for 32-bit syscalls, to report each once. */
 struct {
@@ -780,9 +797,12 @@ static __always_inline void inflight_addr(struct gh_event *h, const struct infli
 /*
  * A non-blocking connect returns EINPROGRESS; its outcome is known only
  * when the handshake ends (inet_sock_set_state leaving SYN_SENT). The
- * entry is created at sys_enter, before the SYN can leave, so no outcome
- * is missed; phase settles who reports it:
- *   PC_SYSCALL   the connect syscall is running; its exit reports
+ * entry is created when a target's socket enters SYN_SENT, in the calling
+ * thread and before the SYN can leave, so no outcome is missed; phase
+ * settles who reports it:
+ *   PC_SYSCALL   the call that sent the SYN is running; the exit of a
+ *                connect reports, that of any other call (a TCP Fast Open
+ *                send) removes the entry
  *   PC_DEFERRED  the syscall returned EINPROGRESS and stored its record;
  *                the state change reports, with the real result
  *   PC_DONE      the handshake ended while the syscall was still running;
@@ -826,13 +846,13 @@ static __always_inline __u64 stream_sock(struct task_struct *task, long fd)
 	return (__u64)sk;
 }
 
-static __always_inline void track_connect(long fd)
+/* A call that sent no record of its own (a TCP send) ends the tracking of
+ * a handshake it started. */
+static __always_inline void untrack_connect(struct task_struct *task, long fd)
 {
-	__u64 key = stream_sock((struct task_struct *)bpf_get_current_task(), fd);
-	__u32 zero = 0;
-	struct pending_connect *z = bpf_map_lookup_elem(&pending_zero, &zero);
-	if (key && z)
-		bpf_map_update_elem(&pending_connects, &key, z, BPF_ANY);
+	__u64 key = stream_sock(task, fd);
+	if (key)
+		bpf_map_delete_elem(&pending_connects, &key);
 }
 
 /* Returns 1 when the record is deferred to the end of the handshake. */
@@ -862,9 +882,18 @@ static __always_inline int finish_connect(struct evbuf *b, const struct match *m
 SEC("raw_tracepoint/inet_sock_set_state")
 int gh_sock_state(struct bpf_raw_tracepoint_args *ctx)
 {
+	__u64 key = ctx->args[0];
+	if ((int)ctx->args[1] == TCP_CLOSE && (int)ctx->args[2] == TCP_SYN_SENT) {
+		/* The calling thread is about to send the SYN. */
+		struct match m = {};
+		__u32 zero = 0;
+		struct pending_connect *z = bpf_map_lookup_elem(&pending_zero, &zero);
+		if (z && current_match(&m))
+			bpf_map_update_elem(&pending_connects, &key, z, BPF_ANY);
+		return 0;
+	}
 	if ((int)ctx->args[1] != TCP_SYN_SENT)
 		return 0;
-	__u64 key = ctx->args[0];
 	struct pending_connect *pc = bpf_map_lookup_elem(&pending_connects, &key);
 	if (!pc)
 		return 0;
@@ -949,32 +978,45 @@ static __always_inline int in_compat(struct task_struct *task, const int btf)
 	return status & TS_COMPAT;
 }
 
-static __always_inline void report_compat(long nr, const struct match *mp)
+/* A global function: rare, and kept off the exit program's own stack. */
+__attribute__((noinline)) int gh_report_compat(long nr, struct match *m)
 {
-	struct match m = *mp;
+	if (!m)
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u8 one = 1;
 	if (bpf_map_update_elem(&compat_seen, &tgid, &one, BPF_NOEXIST))
-		return; /* already reported */
-	struct evbuf *b = start_event(GH_EV_COMPAT, &m);
+		return 0; /* already reported */
+	struct evbuf *b = start_event(GH_EV_COMPAT, m);
 	if (!b)
-		return;
+		return 0;
 	struct gh_event *h = (struct gh_event *)b->data;
 	h->nr = nr;
-	submit(b, sizeof(struct gh_event), &m);
+	submit(b, sizeof(struct gh_event), m);
+	return 0;
 }
 
-/* Calls whose exit needs state from their entry: the address the cgroup
- * socket hooks capture mid-call, and connect's handshake tracking, which
- * must exist before the SYN leaves. Other calls need none: their exit reads
- * the arguments from the saved registers, which the call does not change. */
-static __always_inline int needs_entry(long nr)
+/* Calls whose record may take the address a cgroup socket hook captured
+ * mid-call (see captured). */
+static __always_inline int net_call(long nr)
 {
 	switch (nr) {
 	case NR_connect: case NR_bind: case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
 		return 1;
 	}
 	return 0;
+}
+
+/* The hook that captures net_call nr's address. */
+static __always_inline __u16 capture_kind(long nr)
+{
+	switch (nr) {
+	case NR_connect:
+		return CAP_CONNECT;
+	case NR_bind:
+		return CAP_BIND;
+	}
+	return CAP_SEND;
 }
 
 /*
@@ -995,48 +1037,6 @@ static __always_inline long read_args(struct inflight *in, const void *regs)
 	in->args[3] = w.r10;
 	in->args[4] = w.r8;
 	in->args[5] = w.r9;
-	return 0;
-}
-
-/* Records the entry of a target's call that needs one (see needs_entry). */
-static __always_inline void enter_call(struct inflight *in)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&inflight, &tid, in, BPF_ANY)) {
-		drop_all(&in->m);
-		return;
-	}
-	if (in->nr == NR_connect)
-		track_connect(in->args[0]);
-}
-
-/* It runs for every call on the host, so it rules calls out as cheaply as
- * it can. */
-SEC("raw_tracepoint/sys_enter")
-int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
-{
-	long nr = ctx->args[1];
-	int entry = needs_entry(nr), t32 = traced32(nr);
-	if (!entry && !t32)
-		return 0;
-	/* Many i386 numbers of traced calls are common x86_64 calls (mmap,
-	 * mprotect, fstat, lseek...): rule out a 32-bit call, a read of the
-	 * task, before the target lookup every process on the host would
-	 * otherwise pay for them. */
-	int compat = in_compat(current_task(0), 0);
-	if (compat ? !t32 : !entry)
-		return 0;
-	struct inflight in = {};
-	if (!current_match(&in.m))
-		return 0;
-	if (compat) {
-		report_compat(nr, &in.m);
-		return 0;
-	}
-	in.nr = nr;
-	if (read_args(&in, (void *)ctx->args[0]))
-		return 0;
-	enter_call(&in);
 	return 0;
 }
 
@@ -1183,7 +1183,7 @@ static __always_inline void exit_endpoint(struct gh_event *h, struct task_struct
 	sock_addr(h, sock_info(h, fd_socket(task, fd)), 0);
 }
 
-/* The calls of needs_entry. Returns 0 when the call is not worth an event
+/* The calls of net_call. Returns 0 when the call is not worth an event
  * (a TCP send). */
 static __always_inline int exit_net(struct evbuf *b, __u32 *pp, struct task_struct *task, struct inflight *in, long ret)
 {
@@ -1205,8 +1205,14 @@ static __always_inline int exit_net(struct evbuf *b, __u32 *pp, struct task_stru
 	default: /* sendto, sendmsg, sendmmsg */
 		s = fd_socket(task, a[0]);
 		sk = sock_info(h, s);
-		if (h->sotype != 2 /* SOCK_DGRAM */)
+		if (h->sotype != 2 /* SOCK_DGRAM */) {
+			/* A TCP Fast Open send starts a handshake the way
+			 * connect does; it reports nothing of it. */
+			__u64 flags = in->nr == NR_sendmsg ? a[2] : a[3];
+			if (h->sotype == SOCK_STREAM && (flags & MSG_FASTOPEN))
+				untrack_connect(task, a[0]);
 			return 0;
+		}
 		if (in->have_addr) {
 			inflight_addr(h, in);
 			break;
@@ -1233,27 +1239,50 @@ static __always_inline int exit_net(struct evbuf *b, __u32 *pp, struct task_stru
 	return 1;
 }
 
+/* Fills in the address a cgroup socket hook captured during this call, if
+ * one did, and forgets it. */
+static __always_inline void take_captured(struct inflight *in)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct captured *c = bpf_map_lookup_elem(&captured, &tid);
+	if (!c)
+		return;
+	if (c->kind == capture_kind(in->nr)) {
+		in->have_addr = 1;
+		in->family = c->family;
+		in->port = c->port;
+		in->sotype = c->sotype;
+		in->proto = c->proto;
+		__builtin_memcpy(in->addr, c->addr, 16);
+	}
+	bpf_map_delete_elem(&captured, &tid);
+}
+
 /*
  * Assemble and send the record of a traced call that returned ret: a
- * network call (whose entry was recorded) or any other. Separate, so that
- * the verifier walks each kind of call only on its own path.
+ * network call (a global function: the verifier checks it once, apart from
+ * the file calls, and its stack is its own) or any other.
  */
-static __always_inline void exit_net_call(struct inflight *in, long ret)
+__attribute__((noinline)) int gh_exit_net(struct inflight *in, long ret)
 {
+	if (!in)
+		return 0;
+	take_captured(in);
 	long nr = in->nr;
 	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
 	if (!b)
-		return;
+		return 0;
 	struct gh_event *h = (struct gh_event *)b->data;
 	struct task_struct *task = current_task(0);
 	h->nr = nr;
 	h->ret = ret;
 	__u32 p = sizeof(struct gh_event);
 	if (!exit_net(b, &p, task, in, ret))
-		return;
+		return 0;
 	if (nr == NR_connect && finish_connect(b, &in->m, task, in->args[0], ret))
-		return;
+		return 0;
 	submit(b, p, &in->m);
+	return 0;
 }
 
 static __always_inline void exit_other_call(struct inflight *in, long ret, struct task_struct *task, const int btf)
@@ -1287,31 +1316,43 @@ static __always_inline void exit_other_call(struct inflight *in, long ret, struc
 	submit(b, p, &in->m);
 }
 
+/*
+ * The only syscall hook: it runs at the exit of every call on the host, so
+ * it rules calls out as cheaply as it can. (An entry hook would double the
+ * cost to every process; nothing needs one: arguments are in the saved
+ * registers, which the call does not change, addresses the kernel copied
+ * come from the cgroup socket hooks, and a connect's handshake is tracked
+ * from the socket's own state change.)
+ */
 static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int btf)
 {
 	long nr = KREAD(btf, regs, orig_ax);
-	if (!traced64(nr))
+	int t64 = traced64(nr), t32 = traced32(nr);
+	if (!t64 && !t32)
 		return 0;
-	if (needs_entry(nr)) {
-		__u32 tid = (__u32)bpf_get_current_pid_tgid();
-		struct inflight *in = bpf_map_lookup_elem(&inflight, &tid);
-		if (!in)
+	struct inflight in = {};
+	struct task_struct *task = current_task(btf);
+	if (t32) {
+		/* Many i386 numbers of traced calls are common x86_64 calls
+		 * (mmap, mprotect, fstat, lseek...): rule out a 32-bit call, a
+		 * read of the task, before the target lookup every process on
+		 * the host would otherwise pay for them. */
+		if (in_compat(task, btf)) {
+			if (current_match(&in.m))
+				gh_report_compat(nr, &in.m);
 			return 0;
-		if (in->nr == nr)
-			exit_net_call(in, ret);
-		bpf_map_delete_elem(&inflight, &tid);
-		return 0;
+		}
+		if (!t64)
+			return 0;
 	}
 	/* A successful exec is reported by sched_process_exec. */
 	if ((nr == NR_execve || nr == NR_execveat) && ret == 0)
 		return 0;
-	struct inflight in = {};
 	if (!current_match(&in.m))
 		return 0;
-	/* An i386 call whose number is a traced x86_64 one (its entry
-	 * reported the process). */
-	struct task_struct *task = current_task(btf);
-	if (in_compat(task, btf))
+	/* An i386 call whose number is a traced x86_64 one but no traced
+	 * i386 one. */
+	if (!t32 && in_compat(task, btf))
 		return 0;
 	in.nr = nr;
 	if (btf) {
@@ -1322,6 +1363,10 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 		in.args[4] = regs->r8;
 		in.args[5] = regs->r9;
 	} else if (read_args(&in, regs)) {
+		return 0;
+	}
+	if (net_call(nr)) {
+		gh_exit_net(&in, ret);
 		return 0;
 	}
 	exit_other_call(&in, ret, task, btf);
@@ -1376,7 +1421,7 @@ int gh_exec(struct bpf_raw_tracepoint_args *ctx)
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	if (old_pid != tid)
-		bpf_map_delete_elem(&inflight, &old_pid); /* exec from a non-leader thread */
+		bpf_map_delete_elem(&captured, &old_pid); /* exec from a non-leader thread */
 	struct match m = {};
 	if (!current_match(&m))
 		return 0;
@@ -1415,7 +1460,7 @@ int gh_exit(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *task = (struct task_struct *)ctx->args[0];
 	__u64 pidtgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pidtgid;
-	bpf_map_delete_elem(&inflight, &tid);
+	bpf_map_delete_elem(&captured, &tid);
 	/* Only the last thread reports: signal->live reached zero before this tracepoint. */
 	int live = BPF_CORE_READ(task, signal, live.counter);
 	if (live != 0)
@@ -1457,40 +1502,42 @@ int gh_marker(struct bpf_raw_tracepoint_args *ctx)
 
 /* ---- cgroup socket hooks: the kernel's copy of the address ---------------- */
 
-static __always_inline void capture_addr(struct bpf_sock_addr *ctx, int v6)
+/* Keeps the address of a target thread's call for its sys_exit. A thread
+ * whose address cannot be kept has it read from its memory instead. */
+static __always_inline void capture_addr(struct bpf_sock_addr *ctx, __u16 kind, int v6)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct inflight *in = bpf_map_lookup_elem(&inflight, &tid);
-	if (!in)
+	struct match m = {};
+	if (!current_match(&m))
 		return;
-	in->have_addr = 1;
-	in->port = bpf_ntohs((__u16)ctx->user_port);
-	in->sotype = ctx->type;
-	in->proto = ctx->protocol;
+	struct captured c = {.kind = kind};
+	c.port = bpf_ntohs((__u16)ctx->user_port);
+	c.sotype = ctx->type;
+	c.proto = ctx->protocol;
 	if (v6) {
 		__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
-		in->family = AF_INET6;
-		__builtin_memcpy(&in->addr[0], &w0, 4);
-		__builtin_memcpy(&in->addr[4], &w1, 4);
-		__builtin_memcpy(&in->addr[8], &w2, 4);
-		__builtin_memcpy(&in->addr[12], &w3, 4);
+		c.family = AF_INET6;
+		__builtin_memcpy(&c.addr[0], &w0, 4);
+		__builtin_memcpy(&c.addr[4], &w1, 4);
+		__builtin_memcpy(&c.addr[8], &w2, 4);
+		__builtin_memcpy(&c.addr[12], &w3, 4);
 	} else {
 		__u32 ip = ctx->user_ip4;
-		in->family = AF_INET;
-		__builtin_memset(in->addr, 0, 16);
-		__builtin_memcpy(in->addr, &ip, 4);
+		c.family = AF_INET;
+		__builtin_memcpy(c.addr, &ip, 4);
 	}
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&captured, &tid, &c, BPF_ANY);
 }
 
 SEC("cgroup/connect4")
-int gh_connect4(struct bpf_sock_addr *ctx) { capture_addr(ctx, 0); return 1; }
+int gh_connect4(struct bpf_sock_addr *ctx) { capture_addr(ctx, CAP_CONNECT, 0); return 1; }
 SEC("cgroup/connect6")
-int gh_connect6(struct bpf_sock_addr *ctx) { capture_addr(ctx, 1); return 1; }
+int gh_connect6(struct bpf_sock_addr *ctx) { capture_addr(ctx, CAP_CONNECT, 1); return 1; }
 SEC("cgroup/sendmsg4")
-int gh_sendmsg4(struct bpf_sock_addr *ctx) { capture_addr(ctx, 0); return 1; }
+int gh_sendmsg4(struct bpf_sock_addr *ctx) { capture_addr(ctx, CAP_SEND, 0); return 1; }
 SEC("cgroup/sendmsg6")
-int gh_sendmsg6(struct bpf_sock_addr *ctx) { capture_addr(ctx, 1); return 1; }
+int gh_sendmsg6(struct bpf_sock_addr *ctx) { capture_addr(ctx, CAP_SEND, 1); return 1; }
 SEC("cgroup/bind4")
-int gh_bind4(struct bpf_sock_addr *ctx) { capture_addr(ctx, 0); return 1; }
+int gh_bind4(struct bpf_sock_addr *ctx) { capture_addr(ctx, CAP_BIND, 0); return 1; }
 SEC("cgroup/bind6")
-int gh_bind6(struct bpf_sock_addr *ctx) { capture_addr(ctx, 1); return 1; }
+int gh_bind6(struct bpf_sock_addr *ctx) { capture_addr(ctx, CAP_BIND, 1); return 1; }

@@ -15,6 +15,7 @@ import (
 	"glasshouse.dev/glasshouse/backend/fake"
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/receipt/schema"
 	"glasshouse.dev/glasshouse/server"
 	"glasshouse.dev/glasshouse/store"
 	"glasshouse.dev/glasshouse/store/sqlite"
@@ -229,7 +230,7 @@ func checkReceipt(t testing.TB, b []byte) *receipt.Receipt {
 	if err := receipt.Verify(b); err != nil {
 		t.Fatalf("receipt does not verify: %v\n%s", err, b)
 	}
-	if err := receipt.ValidateSchema(b); err != nil {
+	if err := schema.Validate(b); err != nil {
 		t.Fatalf("receipt does not match the schema: %v", err)
 	}
 	rc, err := receipt.Decode(b)

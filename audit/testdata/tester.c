@@ -18,6 +18,9 @@
  *   tester iouring       create an io_uring instance (its operations bypass syscalls)
  *   tester int80         make a 32-bit open() through int 0x80
  *   tester nbconnect P Q non-blocking connects to 127.0.0.1:P (listening) and :Q (closed)
+ *   tester flipconnect P Q N
+ *                        N connects to one address whose port another thread keeps
+ *                        flipping between P and Q: only the kernel's copy says which
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -25,6 +28,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +286,37 @@ static void nbconnect1(int port)
 	close(c);
 }
 
+static struct sockaddr_in flipped;
+static volatile int flipping = 1;
+
+static void *flipper(void *ports)
+{
+	const int *p = ports;
+	for (unsigned i = 0; flipping; i++)
+		*(volatile unsigned short *)&flipped.sin_port = htons(p[i & 1]);
+	return NULL;
+}
+
+/* Blocking connects whose address changes under them, for the test that the
+ * collector reports the address the kernel used, not what memory holds
+ * afterwards. */
+static int flipconnect(int p, int q, int n)
+{
+	int ports[2] = {p, q};
+	flipped = v4("127.0.0.1", p);
+	pthread_t t;
+	must(pthread_create(&t, NULL, flipper, ports) == 0, "pthread_create");
+	for (int i = 0; i < n; i++) {
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		must(c >= 0, "socket");
+		connect(c, (struct sockaddr *)&flipped, sizeof(flipped));
+		close(c);
+	}
+	flipping = 0;
+	pthread_join(t, NULL);
+	return 0;
+}
+
 static int iouring(void)
 {
 	unsigned char params[120]; /* struct io_uring_params */
@@ -340,6 +375,8 @@ int main(int argc, char **argv)
 		nbconnect1(atoi(argv[3]));
 		return 0;
 	}
+	if (!strcmp(cmd, "flipconnect") && argc > 4)
+		return flipconnect(n, atoi(argv[3]), atoi(argv[4]));
 	if (!strcmp(cmd, "iouring"))
 		return iouring();
 	if (!strcmp(cmd, "int80"))

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/receipt/schema"
 	"glasshouse.dev/glasshouse/internal/cgroup"
 	"glasshouse.dev/glasshouse/internal/testenv"
 )
@@ -227,7 +228,7 @@ func TestCrashDuringRun(t *testing.T) {
 	if err := receipt.Verify(lost); err != nil {
 		t.Fatalf("lost run's receipt does not verify: %v", err)
 	}
-	if err := receipt.ValidateSchema(lost); err != nil {
+	if err := schema.Validate(lost); err != nil {
 		t.Fatalf("lost run's receipt does not match the schema: %v", err)
 	}
 	rc, _ := receipt.Decode(lost)

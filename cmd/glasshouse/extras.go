@@ -2,9 +2,13 @@
 
 package main
 
-import "glasshouse.dev/glasshouse/core/execution"
+import (
+	"glasshouse.dev/glasshouse/core/execution"
+	"glasshouse.dev/glasshouse/core/receipt/schema"
+)
 
 func init() {
+	validateSchema = schema.Validate
 	loadExtras = func(policyRef, keyPath string) (execution.Evaluator, receiptSigner, error) {
 		var ev execution.Evaluator
 		if policyRef != "" {

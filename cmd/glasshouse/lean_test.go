@@ -12,7 +12,8 @@ import (
 )
 
 // TestLeanBuildLinksNoPolicyOrSigning keeps the lean build lean: the
-// libraries whose initialisation it exists to avoid must not come back in
+// libraries whose initialisation it exists to avoid (cel-go's protobuf
+// registry, signing, the JSON Schema validator) must not come back in
 // through some import.
 func TestLeanBuildLinksNoPolicyOrSigning(t *testing.T) {
 	goBin := testenv.RequireBinary(t, "go")
@@ -21,7 +22,7 @@ func TestLeanBuildLinksNoPolicyOrSigning(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, dep := range strings.Fields(string(out)) {
-		for _, banned := range []string{"cel.dev/", "google.golang.org/protobuf", "github.com/secure-systems-lab/", "glasshouse.dev/glasshouse/core/policy", "glasshouse.dev/glasshouse/core/attest", "glasshouse.dev/glasshouse/core/training"} {
+		for _, banned := range []string{"cel.dev/", "google.golang.org/protobuf", "github.com/secure-systems-lab/", "glasshouse.dev/glasshouse/core/policy", "glasshouse.dev/glasshouse/core/attest", "glasshouse.dev/glasshouse/core/training", "github.com/google/jsonschema-go"} {
 			if strings.HasPrefix(dep, banned) {
 				t.Errorf("the lean build links %s", dep)
 			}
@@ -78,6 +79,18 @@ func TestLeanBuildDelegates(t *testing.T) {
 	}
 	if c, _, errOut := run(lean, "", "receipt", "verify", receiptPath); c != 0 {
 		t.Errorf("receipt of the handed-over run: verify exit %d %s", c, errOut)
+	}
+	// receipt verify is handed over too (the schema check), failures and all.
+	doc, err := os.ReadFile(receiptPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := filepath.Join(dir, "edited.json")
+	if err := os.WriteFile(edited, bytes.Replace(doc, []byte(`"exit_code": 0`), []byte(`"exit_code": "0"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c, _, errOut := run(lean, "", "receipt", "verify", edited); c != exitFailure || !strings.Contains(errOut, "schema") {
+		t.Errorf("verify of a receipt that breaks the schema: exit %d %q", c, errOut)
 	}
 
 	if err := os.Remove(full); err != nil {

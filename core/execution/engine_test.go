@@ -13,6 +13,7 @@ import (
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/core/profiling"
 	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/receipt/schema"
 )
 
 // hostBackend is the fake backend posing as one whose runs a host
@@ -149,7 +150,7 @@ func TestProfilingModes(t *testing.T) {
 				}
 			}
 			b, _ := receipt.Marshal(run.Receipt)
-			if err := receipt.ValidateSchema(b); err != nil {
+			if err := schema.Validate(b); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -226,7 +227,7 @@ func TestBackendFailuresAreInfrastructure(t *testing.T) {
 				t.Fatalf("profiling status %q for a run that never started", run.Receipt.Profiling.Status)
 			}
 			b, _ := receipt.Marshal(run.Receipt)
-			if err := receipt.ValidateSchema(b); err != nil {
+			if err := schema.Validate(b); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -72,7 +72,7 @@ func ComputeDigest(doc []byte) (string, error) {
 // Verify checks that doc is a sealed receipt nobody has edited: it must be in
 // one of the forms Marshal or MarshalCompact produce, and its content must
 // hash to the digest it carries. It does not check the JSON Schema; see
-// ValidateSchema.
+// schema.Validate.
 func Verify(doc []byte) error {
 	if len(doc) > MaxSize {
 		return fmt.Errorf("%w: %d bytes exceeds the %d byte limit", ErrMalformed, len(doc), MaxSize)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/receipt/schema"
 )
 
 // sample returns a sealed receipt with every section populated.
@@ -54,7 +55,7 @@ func TestSealedReceiptVerifiesAndMatchesSchema(t *testing.T) {
 			if err := receipt.Verify(b); err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if err := receipt.ValidateSchema(b); err != nil {
+			if err := schema.Validate(b); err != nil {
 				t.Fatalf("ValidateSchema: %v", err)
 			}
 			got, err := receipt.Decode(b)
@@ -149,7 +150,7 @@ func TestSchemaRejects(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := receipt.ValidateSchema(b); !errors.Is(err, receipt.ErrSchema) {
+			if err := schema.Validate(b); !errors.Is(err, schema.ErrSchema) {
 				t.Fatalf("ValidateSchema = %v, want ErrSchema", err)
 			}
 		})

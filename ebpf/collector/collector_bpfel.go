@@ -26,6 +26,16 @@ type BPFCachedMatch struct {
 	_ [4]byte
 }
 
+type BPFCaptured struct {
+	_      structs.HostLayout
+	Kind   uint16
+	Family uint16
+	Port   uint16
+	Sotype uint16
+	Proto  uint16
+	Addr   [16]uint8
+}
+
 type BPFEvbuf struct {
 	_    structs.HostLayout
 	Data [32768]uint8
@@ -60,25 +70,6 @@ type BPFGhTarget struct {
 	Slot uint32
 }
 
-type BPFInflight struct {
-	_    structs.HostLayout
-	Args [6]uint64
-	M    struct {
-		_    structs.HostLayout
-		Sess [4]uint32
-		Slot [4]uint32
-		N    uint16
-		_    [2]byte
-	}
-	Nr       uint16
-	HaveAddr uint16
-	Family   uint16
-	Port     uint16
-	Sotype   uint16
-	Proto    uint16
-	Addr     [16]uint8
-}
-
 type BPFPathbuf struct {
 	_         structs.HostLayout
 	Buf       [8192]uint8
@@ -98,11 +89,11 @@ type BPFPendingConnect struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	BPFMapCaptured        = "captured"
 	BPFMapCompatSeen      = "compat_seen"
 	BPFMapDrops           = "drops"
 	BPFMapEvbufs          = "evbufs"
 	BPFMapEvents          = "events"
-	BPFMapInflight        = "inflight"
 	BPFMapMatchCache      = "match_cache"
 	BPFMapPathbufs        = "pathbufs"
 	BPFMapPendingConnects = "pending_connects"
@@ -120,7 +111,6 @@ const (
 	BPFProgGhSendmsg4     = "gh_sendmsg4"
 	BPFProgGhSendmsg6     = "gh_sendmsg6"
 	BPFProgGhSockState    = "gh_sock_state"
-	BPFProgGhSysEnter     = "gh_sys_enter"
 	BPFProgGhSysExit      = "gh_sys_exit"
 	BPFProgGhSysExitBtf   = "gh_sys_exit_btf"
 	BPFVarGhPathEnd       = "gh_path_end"
@@ -182,7 +172,6 @@ type BPFProgramSpecs struct {
 	GhSendmsg4   *ebpf.ProgramSpec `ebpf:"gh_sendmsg4"`
 	GhSendmsg6   *ebpf.ProgramSpec `ebpf:"gh_sendmsg6"`
 	GhSockState  *ebpf.ProgramSpec `ebpf:"gh_sock_state"`
-	GhSysEnter   *ebpf.ProgramSpec `ebpf:"gh_sys_enter"`
 	GhSysExit    *ebpf.ProgramSpec `ebpf:"gh_sys_exit"`
 	GhSysExitBtf *ebpf.ProgramSpec `ebpf:"gh_sys_exit_btf"`
 }
@@ -191,11 +180,11 @@ type BPFProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BPFMapSpecs struct {
+	Captured        *ebpf.MapSpec `ebpf:"captured"`
 	CompatSeen      *ebpf.MapSpec `ebpf:"compat_seen"`
 	Drops           *ebpf.MapSpec `ebpf:"drops"`
 	Evbufs          *ebpf.MapSpec `ebpf:"evbufs"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
-	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
 	MatchCache      *ebpf.MapSpec `ebpf:"match_cache"`
 	Pathbufs        *ebpf.MapSpec `ebpf:"pathbufs"`
 	PendingConnects *ebpf.MapSpec `ebpf:"pending_connects"`
@@ -234,11 +223,11 @@ func (o *BPFObjects) Close() error {
 //
 // It can be passed to LoadBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BPFMaps struct {
+	Captured        *ebpf.Map `ebpf:"captured"`
 	CompatSeen      *ebpf.Map `ebpf:"compat_seen"`
 	Drops           *ebpf.Map `ebpf:"drops"`
 	Evbufs          *ebpf.Map `ebpf:"evbufs"`
 	Events          *ebpf.Map `ebpf:"events"`
-	Inflight        *ebpf.Map `ebpf:"inflight"`
 	MatchCache      *ebpf.Map `ebpf:"match_cache"`
 	Pathbufs        *ebpf.Map `ebpf:"pathbufs"`
 	PendingConnects *ebpf.Map `ebpf:"pending_connects"`
@@ -249,11 +238,11 @@ type BPFMaps struct {
 
 func (m *BPFMaps) Close() error {
 	return _BPFClose(
+		m.Captured,
 		m.CompatSeen,
 		m.Drops,
 		m.Evbufs,
 		m.Events,
-		m.Inflight,
 		m.MatchCache,
 		m.Pathbufs,
 		m.PendingConnects,
@@ -288,7 +277,6 @@ type BPFPrograms struct {
 	GhSendmsg4   *ebpf.Program `ebpf:"gh_sendmsg4"`
 	GhSendmsg6   *ebpf.Program `ebpf:"gh_sendmsg6"`
 	GhSockState  *ebpf.Program `ebpf:"gh_sock_state"`
-	GhSysEnter   *ebpf.Program `ebpf:"gh_sys_enter"`
 	GhSysExit    *ebpf.Program `ebpf:"gh_sys_exit"`
 	GhSysExitBtf *ebpf.Program `ebpf:"gh_sys_exit_btf"`
 }
@@ -306,7 +294,6 @@ func (p *BPFPrograms) Close() error {
 		p.GhSendmsg4,
 		p.GhSendmsg6,
 		p.GhSockState,
-		p.GhSysEnter,
 		p.GhSysExit,
 		p.GhSysExitBtf,
 	)

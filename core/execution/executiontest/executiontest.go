@@ -24,6 +24,7 @@ import (
 
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/core/receipt"
+	"glasshouse.dev/glasshouse/core/receipt/schema"
 )
 
 // MarkerEnv is set in every run's environment to a value unique to the run,
@@ -125,7 +126,7 @@ func (s *suite) checkReceipt(t *testing.T, r *receipt.Receipt) {
 	if err := receipt.Verify(b); err != nil {
 		t.Errorf("receipt does not verify: %v", err)
 	}
-	if err := receipt.ValidateSchema(b); err != nil {
+	if err := schema.Validate(b); err != nil {
 		t.Errorf("receipt does not match the schema: %v", err)
 	}
 	if r.Backend.Name != s.h.Backend.Name() {
