@@ -563,6 +563,9 @@ type session struct {
 	truncated    int64
 	blind        blindSet
 	exited       *recentPIDs
+	// scratch is the event handed to the sink, reused for the next one
+	// (profiling.Sink): no allocation per record.
+	scratch profiling.Event
 
 	stopOnce sync.Once
 	report   profiling.Report
@@ -598,7 +601,7 @@ func (s *session) deliver(r *record) {
 			return
 		}
 	}
-	ev := r.toEvent(s.c.wallTime)
+	ev := r.toEvent(&s.scratch, s.c.wallTime)
 	if ev == nil {
 		return
 	}

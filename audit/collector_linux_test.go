@@ -31,7 +31,8 @@ type recorder struct {
 
 func (r *recorder) Add(ev *profiling.Event) {
 	r.mu.Lock()
-	r.events = append(r.events, ev)
+	c := *ev
+	r.events = append(r.events, &c)
 	r.mu.Unlock()
 }
 

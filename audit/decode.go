@@ -182,11 +182,12 @@ func (r *record) pathTruncated() bool {
 	return r.Flags&mask != 0
 }
 
-// toEvent turns r into a portable event, with times converted by clock.
-// It returns nil for records that describe nothing the receipt records (a
-// netlink bind, say).
-func (r *record) toEvent(clock func(uint64) time.Time) *profiling.Event {
-	ev := &profiling.Event{
+// toEvent turns r into a portable event in ev, whose previous content it
+// replaces, with times converted by clock; it returns ev. It returns nil
+// for records that describe nothing the receipt records (a netlink bind,
+// say).
+func (r *record) toEvent(ev *profiling.Event, clock func(uint64) time.Time) *profiling.Event {
+	*ev = profiling.Event{
 		Time: clock(r.KTime),
 		PID:  int64(r.PID),
 		PPID: int64(r.PPID),

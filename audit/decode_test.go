@@ -208,7 +208,7 @@ func TestDecode(t *testing.T) {
 			if !reflect.DeepEqual(r.Sess, c.rec.Sess) {
 				t.Errorf("sessions %v, want %v", r.Sess, c.rec.Sess)
 			}
-			got := r.toEvent(clock)
+			got := r.toEvent(new(profiling.Event), clock)
 			if !reflect.DeepEqual(got, c.want) {
 				t.Errorf("event\n got %+v\nwant %+v", got, c.want)
 			}
@@ -330,7 +330,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if total > len(raw) || len(r.Sess) > maxSess {
 			t.Fatalf("decoded %d bytes of strings from %d", total, len(raw))
 		}
-		ev := r.toEvent(clock)
+		ev := r.toEvent(new(profiling.Event), clock)
 		if ev != nil && ev.Kind == profiling.KindFile && r.Flags&flagResolved0 == 0 && strings.HasPrefix(ev.Path, "/") && strings.Contains(ev.Path, "/../") {
 			t.Fatalf("path %q was not cleaned", ev.Path)
 		}
@@ -350,12 +350,13 @@ func FuzzParseCgroup2Mount(f *testing.F) {
 func BenchmarkDecode(b *testing.B) {
 	raw := encode(decodeCases[6].rec)
 	b.SetBytes(int64(len(raw)))
+	var ev profiling.Event
 	for b.Loop() {
 		r, err := decodeRecord(raw)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if r.toEvent(clock) == nil {
+		if r.toEvent(&ev, clock) == nil {
 			b.Fatal("no event")
 		}
 	}

@@ -85,7 +85,9 @@ type Session interface {
 }
 
 // Sink receives a session's events. A session calls Add from one goroutine
-// at a time and never after Stop returns.
+// at a time and never after Stop returns. ev is the sink's only until Add
+// returns (collectors reuse it for the next event): a sink that keeps an
+// event keeps a copy, *ev. The strings and slices in it are never reused.
 type Sink interface {
 	Add(ev *Event)
 }

@@ -5,10 +5,12 @@
 // The workload is the static tester (audit/testdata/tester.c): "spin N"
 // (N open/close pairs) followed by "forkexec M" (M fork+exec), run in a
 // fresh cgroup each time. Variants are interleaved and each is repeated;
-// the median wall time is reported. Unprofiled runs have no collector
-// loaded: a loaded collector's programs run on every syscall of every
-// process, observed or not, so the "idle" variant (collector loaded, run not
-// observed) measures that floor. The profiled variant runs with the
+// the median wall time is reported, and each ratio twice: of the medians,
+// and as the median of the rounds' own ratios (a round runs every variant
+// back to back, so load that drifts between rounds cancels out of it).
+// Unprofiled runs have no collector loaded: a loaded collector's programs
+// run on every syscall of every process, observed or not, so the "idle"
+// variant (collector loaded, run not observed) measures that floor. The profiled variant runs with the
 // collector build this kernel gets and, where that is the tp_btf build,
 // also with the raw tracepoint build older kernels get, one collector
 // loaded at a time.
@@ -128,25 +130,34 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 		}
 		return elapsed, cpu, nil
 	}
-	for range reps {
+	unprofiled := func() error {
 		d, cpu, err := once(nil, nil)
-		if err != nil {
-			return err
-		}
 		plain, plainCPU = append(plain, d), append(plainCPU, cpu)
+		return err
+	}
+	for round := range reps {
+		// The unprofiled run comes first in even rounds and last in odd
+		// ones, so that neither side always runs right after a collector
+		// load or a strace run.
+		if round%2 == 0 {
+			if err := unprofiled(); err != nil {
+				return err
+			}
+		}
 		for i, cfg := range builds {
 			coll, err := audit.Open(cfg)
 			if err != nil {
 				return err
 			}
 			if i == 0 {
-				if d, _, err = once(nil, nil); err != nil {
+				d, _, err := once(nil, nil)
+				if err != nil {
 					coll.Close()
 					return err
 				}
 				idle = append(idle, d)
 			}
-			d, cpu, err = once(coll, nil)
+			d, cpu, err := once(coll, nil)
 			coll.Close()
 			if err != nil {
 				return err
@@ -156,8 +167,14 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 				profiledCPU = append(profiledCPU, cpu)
 			}
 		}
+		if round%2 == 1 {
+			if err := unprofiled(); err != nil {
+				return err
+			}
+		}
 		if strace != "" {
-			if d, _, err = once(nil, []string{strace, "-f", "-qq", "-o", "/dev/null"}); err != nil {
+			d, _, err := once(nil, []string{strace, "-f", "-qq", "-o", "/dev/null"})
+			if err != nil {
 				return err
 			}
 			straced = append(straced, d)
@@ -216,16 +233,17 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 		fmt.Sscan(string(b), &load[0], &load[1], &load[2])
 	}
 	fmt.Printf("  host: %d CPUs, load average %.2f (others' load skews wall times)\n", runtime.NumCPU(), load[0])
+	fmt.Printf("  ratios: of the medians, and [the median of each round's own ratio, the variants of a round running back to back]\n")
 	fmt.Printf("  unprofiled          %9.1f ms   (no collector loaded)\n", ms(mp))
 	mi := median(idle)
-	fmt.Printf("  idle collector      %9.1f ms   ratio %.3f (loaded, this run not observed: the hooks' cost to every process)\n", ms(mi), float64(mi)/float64(mp))
-	fmt.Printf("  profiled            %9.1f ms   ratio %.3f (goal <= 1.10; %s build); %.3f of the idle collector's\n", ms(mf), float64(mf)/float64(mp), build, float64(mf)/float64(mi))
+	fmt.Printf("  idle collector      %9.1f ms   ratio %.3f [%.3f] (loaded, this run not observed: the hooks' cost to every process)\n", ms(mi), float64(mi)/float64(mp), pairedRatio(idle, plain))
+	fmt.Printf("  profiled            %9.1f ms   ratio %.3f [%.3f] (goal <= 1.10; %s build); %.3f [%.3f] of the idle collector's\n", ms(mf), float64(mf)/float64(mp), pairedRatio(profiled[0], plain), build, float64(mf)/float64(mi), pairedRatio(profiled[0], idle))
 	if len(builds) > 1 {
 		mr := median(profiled[1])
-		fmt.Printf("  profiled, raw build %9.1f ms   ratio %.3f (the raw_tracepoint build, as kernels before 6.2 run)\n", ms(mr), float64(mr)/float64(mp))
+		fmt.Printf("  profiled, raw build %9.1f ms   ratio %.3f [%.3f] (the raw_tracepoint build, as kernels before 6.2 run)\n", ms(mr), float64(mr)/float64(mp), pairedRatio(profiled[1], plain))
 	}
 	pc, fc := median(plainCPU), median(profiledCPU)
-	fmt.Printf("  workload CPU time   %9.1f ms unprofiled, %.1f ms profiled: ratio %.3f (less sensitive to other load)\n", ms(pc), ms(fc), float64(fc)/float64(pc))
+	fmt.Printf("  workload CPU time   %9.1f ms unprofiled, %.1f ms profiled: ratio %.3f [%.3f] (less sensitive to other load)\n", ms(pc), ms(fc), float64(fc)/float64(pc), pairedRatio(profiledCPU, plainCPU))
 	if len(straced) > 0 {
 		st := median(straced)
 		fmt.Printf("  strace -f           %9.1f ms   ratio %.3f; profiled is %.1fx faster than strace -f (goal >= 10)\n", ms(st), float64(st)/float64(mp), float64(st)/float64(mf))
@@ -240,6 +258,17 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// pairedRatio is the median over rounds of a[i]/b[i]: load that drifts
+// between rounds cancels out of each round's ratio.
+func pairedRatio(a, b []time.Duration) float64 {
+	rs := make([]float64, min(len(a), len(b)))
+	for i := range rs {
+		rs[i] = float64(a[i]) / float64(b[i])
+	}
+	slices.Sort(rs)
+	return rs[len(rs)/2]
+}
 
 func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
