@@ -1,9 +1,3 @@
-// A CLI process mostly waits for its workload: it needs no GOMAXPROCS
-// derived from its cgroup's CPU limit, whose discovery (parsing
-// /proc/self/cgroup and mountinfo, reading the limit) every start would pay.
-//go:debug containermaxprocs=0
-//go:debug updatemaxprocs=0
-
 // Command glasshouse runs code in a sandbox and writes a receipt of what it
 // did; it also shows, verifies, signs and evaluates receipts.
 //
