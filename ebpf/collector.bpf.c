@@ -797,9 +797,9 @@ static __always_inline void inflight_addr(struct gh_event *h, const struct infli
 /*
  * A non-blocking connect returns EINPROGRESS; its outcome is known only
  * when the handshake ends (inet_sock_set_state leaving SYN_SENT). The
- * entry is created when a target's socket enters SYN_SENT, in the calling
- * thread and before the SYN can leave, so no outcome is missed; phase
- * settles who reports it:
+ * entry is created when a target's socket enters SYN_SENT in a connect or
+ * send call, in the calling thread and before the SYN can leave, so no
+ * outcome is missed; phase settles who reports it:
  *   PC_SYSCALL   the call that sent the SYN is running; the exit of a
  *                connect reports, that of any other call (a TCP Fast Open
  *                send) removes the entry
@@ -884,7 +884,13 @@ int gh_sock_state(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 key = ctx->args[0];
 	if ((int)ctx->args[1] == TCP_CLOSE && (int)ctx->args[2] == TCP_SYN_SENT) {
-		/* The calling thread is about to send the SYN. */
+		/* The calling thread is about to send the SYN. Only a call whose
+		 * exit settles the entry starts one (not an io_uring connect,
+		 * whose entry nothing would remove). */
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		long nr = BPF_CORE_READ(regs, orig_ax);
+		if (nr != NR_connect && nr != NR_sendto && nr != NR_sendmsg && nr != NR_sendmmsg)
+			return 0;
 		struct match m = {};
 		__u32 zero = 0;
 		struct pending_connect *z = bpf_map_lookup_elem(&pending_zero, &zero);
