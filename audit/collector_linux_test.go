@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -522,6 +523,27 @@ func TestConnectAddressIsTheKernels(t *testing.T) {
 	}
 	if seen[int64(open)]+seen[int64(closed)] != n || seen[int64(open)] == 0 || seen[int64(closed)] == 0 {
 		t.Errorf("connects per port %v, want %d in all and both ports", seen, n)
+	}
+}
+
+// A second connect on a socket whose handshake is still in progress
+// (EALREADY) reports itself and leaves the first connect's record, deferred
+// until the handshake ends, alone: here it ends when the socket is closed.
+func TestConnectAgainWhileInProgress(t *testing.T) {
+	f := setup(t)
+	rec, rep := observe(t, f.coll, f, "reconnect")
+	if rep.Dropped != 0 {
+		t.Fatalf("dropped %d", rep.Dropped)
+	}
+	var got []string
+	for _, ev := range rec.events {
+		if ev.Kind == profiling.KindNet && ev.Op == receipt.NetConnect {
+			got = append(got, ev.Errno)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"", "EALREADY", "ECONNABORTED"}; !slices.Equal(got, want) {
+		t.Errorf("connect outcomes %q, want %q (the queue filler, the second call, the first when closed)", got, want)
 	}
 }
 

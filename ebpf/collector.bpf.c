@@ -851,7 +851,11 @@ static __always_inline __u64 stream_sock(struct task_struct *task, long fd)
 static __always_inline void untrack_connect(struct task_struct *task, long fd)
 {
 	__u64 key = stream_sock(task, fd);
-	if (key)
+	if (!key)
+		return;
+	/* Never an earlier connect's record waiting for the handshake. */
+	struct pending_connect *pc = bpf_map_lookup_elem(&pending_connects, &key);
+	if (pc && pc->phase != PC_DEFERRED)
 		bpf_map_delete_elem(&pending_connects, &key);
 }
 
@@ -863,6 +867,10 @@ static __always_inline int finish_connect(struct evbuf *b, const struct match *m
 		return 0;
 	struct pending_connect *pc = bpf_map_lookup_elem(&pending_connects, &key);
 	if (!pc)
+		return 0;
+	/* An earlier connect's record waits there for the handshake; this
+	 * call (EALREADY, EISCONN) reports only itself. */
+	if (pc->phase == PC_DEFERRED)
 		return 0;
 	struct gh_event *h = (struct gh_event *)b->data;
 	if (ret != -EINPROGRESS) {

@@ -18,6 +18,8 @@
  *   tester iouring       create an io_uring instance (its operations bypass syscalls)
  *   tester int80         make a 32-bit open() through int 0x80
  *   tester nbconnect P Q non-blocking connects to 127.0.0.1:P (listening) and :Q (closed)
+ *   tester reconnect     a non-blocking connect whose SYN is dropped (full accept
+ *                        queue), connect again (EALREADY), then close
  *   tester flipconnect P Q N
  *                        N connects to one address whose port another thread keeps
  *                        flipping between P and Q: only the kernel's copy says which
@@ -286,6 +288,30 @@ static void nbconnect1(int port)
 	close(c);
 }
 
+/* A handshake that cannot finish: the listener's accept queue is full, so
+ * the SYN is dropped and the socket stays in SYN_SENT until it is closed. */
+static int reconnect(void)
+{
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	must(l >= 0, "socket");
+	struct sockaddr_in a = v4("127.0.0.1", 0);
+	socklen_t n = sizeof(a);
+	must(bind(l, (struct sockaddr *)&a, sizeof(a)) == 0, "bind");
+	must(listen(l, 0) == 0, "listen");
+	must(getsockname(l, (struct sockaddr *)&a, &n) == 0, "getsockname");
+	int first = socket(AF_INET, SOCK_STREAM, 0);
+	must(first >= 0 && connect(first, (struct sockaddr *)&a, sizeof(a)) == 0, "connect to fill the queue");
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	must(c >= 0, "socket");
+	int r1 = connect(c, (struct sockaddr *)&a, sizeof(a));
+	int e1 = errno;
+	int r2 = connect(c, (struct sockaddr *)&a, sizeof(a));
+	int e2 = errno;
+	printf("%s %s\n", r1 ? strerror(e1) : "connected", r2 ? strerror(e2) : "connected");
+	close(c);
+	return 0;
+}
+
 static struct sockaddr_in flipped;
 static volatile int flipping = 1;
 
@@ -375,6 +401,8 @@ int main(int argc, char **argv)
 		nbconnect1(atoi(argv[3]));
 		return 0;
 	}
+	if (!strcmp(cmd, "reconnect"))
+		return reconnect();
 	if (!strcmp(cmd, "flipconnect") && argc > 4)
 		return flipconnect(n, atoi(argv[3]), atoi(argv[4]));
 	if (!strcmp(cmd, "iouring"))
