@@ -1345,13 +1345,12 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 	if (!t64 && !t32)
 		return 0;
 	struct inflight in = {};
-	struct task_struct *task = current_task(btf);
 	if (t32) {
 		/* Many i386 numbers of traced calls are common x86_64 calls
 		 * (mmap, mprotect, fstat, lseek...): rule out a 32-bit call, a
 		 * read of the task, before the target lookup every process on
 		 * the host would otherwise pay for them. */
-		if (in_compat(task, btf)) {
+		if (in_compat(current_task(btf), btf)) {
 			if (current_match(&in.m))
 				gh_report_compat(nr, &in.m);
 			return 0;
@@ -1364,6 +1363,9 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 		return 0;
 	if (!current_match(&in.m))
 		return 0;
+	/* Only now: most calls that get this far are an unobserved
+	 * process's. */
+	struct task_struct *task = current_task(btf);
 	/* An i386 call whose number is a traced x86_64 one but no traced
 	 * i386 one. */
 	if (!t32 && in_compat(task, btf))

@@ -7,12 +7,10 @@
 package schema
 
 import (
-	"bytes"
 	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -53,36 +51,14 @@ func Validate(doc []byte) error {
 	if len(doc) > receipt.MaxSize {
 		return fmt.Errorf("%w: %d bytes exceeds the %d byte limit", receipt.ErrMalformed, len(doc), receipt.MaxSize)
 	}
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
+	// Plain decoding: numbers become float64, the validator's kind, and
+	// anything after the value is an error.
 	var v any
-	if err := dec.Decode(&v); err != nil {
+	if err := json.Unmarshal(doc, &v); err != nil {
 		return fmt.Errorf("%w: %v", receipt.ErrMalformed, err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: trailing data after the object", receipt.ErrMalformed)
-	}
-	if err := rs.Validate(plain(v)); err != nil {
+	if err := rs.Validate(v); err != nil {
 		return fmt.Errorf("%w: %v", ErrSchema, err)
 	}
 	return nil
-}
-
-// plain converts json.Number values, which the validator does not know,
-// into float64, as encoding/json would have decoded them.
-func plain(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = plain(e)
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = plain(e)
-		}
-	case json.Number:
-		f, _ := x.Float64()
-		return f
-	}
-	return v
 }
