@@ -132,6 +132,36 @@ func TestStopDeliversEverything(t *testing.T) {
 	}
 }
 
+// Process events carry the kernel's time, converted to wall-clock time
+// within the run; file and network events carry none (the collector saves
+// the clock read on its hottest path), as profiling.Event documents.
+func TestEventTimes(t *testing.T) {
+	f := setup(t)
+	before := time.Now()
+	rec, _ := observe(t, f.coll, f, "chain", "2")
+	opens, _ := observe(t, f.coll, f, "open")
+	failed, _ := observe(t, f.coll, f, "execfail")
+	after := time.Now()
+	kinds := map[profiling.Kind]int{}
+	for _, ev := range slices.Concat(rec.events, opens.events, failed.events) {
+		kinds[ev.Kind]++
+		switch ev.Kind {
+		case profiling.KindFork, profiling.KindExec, profiling.KindExecFailed, profiling.KindExit:
+			// The clocks are calibrated once; allow for their drift.
+			if ev.Time.Before(before.Add(-time.Second)) || ev.Time.After(after.Add(time.Second)) {
+				t.Errorf("%s event at %v, outside the run (%v to %v)", ev.Kind, ev.Time, before, after)
+			}
+		case profiling.KindFile, profiling.KindNet:
+			if !ev.Time.IsZero() {
+				t.Errorf("%s event of %q has time %v", ev.Kind, ev.Path, ev.Time)
+			}
+		}
+	}
+	if kinds[profiling.KindExec] != 5 || kinds[profiling.KindExecFailed] != 2 || kinds[profiling.KindFile] < 5 {
+		t.Errorf("events by kind %v, want 5 execs, 2 failed and 5 or more file events", kinds)
+	}
+}
+
 // With a tiny ring buffer and a sink that stalls, the kernel cannot queue
 // everything: what it drops is counted, so that delivered + dropped is
 // exactly what the workload did.

@@ -188,10 +188,12 @@ func (r *record) pathTruncated() bool {
 // say).
 func (r *record) toEvent(ev *profiling.Event, clock func(uint64) time.Time) *profiling.Event {
 	*ev = profiling.Event{
-		Time: clock(r.KTime),
 		PID:  int64(r.PID),
 		PPID: int64(r.PPID),
 		UID:  int64(r.UID),
+	}
+	if r.KTime != 0 { // file and network records carry no time
+		ev.Time = clock(r.KTime)
 	}
 	switch r.Kind {
 	case evFork:

@@ -82,77 +82,77 @@ var decodeCases = []struct {
 	{
 		name: "exec",
 		rec:  record{Kind: evExec, PID: 10, PPID: 9, Sess: []uint32{1}, Str: strs("/usr/bin/python3.11", "python3\x00-c\x00print(1)\x00", "/work")},
-		want: &profiling.Event{Kind: profiling.KindExec, Time: clock(0), PID: 10, PPID: 9, Exe: "/usr/bin/python3.11", Argv: []string{"python3", "-c", "print(1)"}, Cwd: "/work"},
+		want: &profiling.Event{Kind: profiling.KindExec, PID: 10, PPID: 9, Exe: "/usr/bin/python3.11", Argv: []string{"python3", "-c", "print(1)"}, Cwd: "/work"},
 	},
 	{
 		name: "exec with an empty argument",
 		rec:  record{Kind: evExec, PID: 10, Sess: []uint32{1}, Str: strs("/bin/echo", "echo\x00\x00x\x00", "/")},
-		want: &profiling.Event{Kind: profiling.KindExec, Time: clock(0), PID: 10, Exe: "/bin/echo", Argv: []string{"echo", "", "x"}, Cwd: "/"},
+		want: &profiling.Event{Kind: profiling.KindExec, PID: 10, Exe: "/bin/echo", Argv: []string{"echo", "", "x"}, Cwd: "/"},
 	},
 	{
 		name: "exit code",
 		rec:  record{Kind: evExit, PID: 10, Ret: 3 << 8, Sess: []uint32{1}},
-		want: &profiling.Event{Kind: profiling.KindExit, Time: clock(0), PID: 10, ExitCode: 3},
+		want: &profiling.Event{Kind: profiling.KindExit, PID: 10, ExitCode: 3},
 	},
 	{
 		name: "exit by signal",
 		rec:  record{Kind: evExit, PID: 10, Ret: 9, Sess: []uint32{1}},
-		want: &profiling.Event{Kind: profiling.KindExit, Time: clock(0), PID: 10, ExitCode: -1, Signal: "SIGKILL"},
+		want: &profiling.Event{Kind: profiling.KindExit, PID: 10, ExitCode: -1, Signal: "SIGKILL"},
 	},
 	{
 		name: "open resolved by the kernel",
 		rec:  record{Kind: evSyscall, NR: sysOpenat, Ret: 3, Arg: 0, Flags: flagResolved0, PID: 7, Sess: []uint32{1}, Str: strs("/etc/hostname")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpRead, Path: "/etc/hostname"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpRead, Path: "/etc/hostname"},
 	},
 	{
 		name: "open for create",
 		rec:  record{Kind: evSyscall, NR: sysOpenat, Ret: 3, Arg: oCreat | 1, Flags: flagResolved0, PID: 7, Sess: []uint32{1}, Str: strs("/w/out.txt")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpCreate, Path: "/w/out.txt"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpCreate, Path: "/w/out.txt"},
 	},
 	{
 		name: "O_CREAT on a device is a write",
 		rec:  record{Kind: evSyscall, NR: sysOpen, Ret: 3, Arg: oCreat | 1, Flags: flagResolved0 | flagNotReg0, PID: 7, Sess: []uint32{1}, Str: strs("/dev/null")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpWrite, Path: "/dev/null"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpWrite, Path: "/dev/null"},
 	},
 	{
 		name: "creat",
 		rec:  record{Kind: evSyscall, NR: sysCreat, Ret: 3, Arg: oCreat | 1 | oTrunc, Flags: flagResolved0, PID: 7, Sess: []uint32{1}, Str: strs("/w/c")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpCreate, Path: "/w/c"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpCreate, Path: "/w/c"},
 	},
 	{
 		name: "failed relative open joins its base",
 		rec:  record{Kind: evSyscall, NR: sysOpenat, Ret: -2, Arg: 2, PID: 7, Sess: []uint32{1}, Str: strs("../x/missing", "/w/sub")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpWrite, Path: "/w/x/missing", Errno: "ENOENT"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpWrite, Path: "/w/x/missing", Errno: "ENOENT"},
 	},
 	{
 		name: "failed absolute open is cleaned",
 		rec:  record{Kind: evSyscall, NR: sysOpen, Ret: -13, PID: 7, Sess: []uint32{1}, Str: strs("/etc//shadow/.")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpRead, Path: "/etc/shadow", Errno: "EACCES"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpRead, Path: "/etc/shadow", Errno: "EACCES"},
 	},
 	{
 		name: "rename with both bases",
 		rec:  record{Kind: evSyscall, NR: sysRenameat2, PID: 7, Sess: []uint32{1}, Str: strs("a", "/w", "b", "/w/d")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpRename, Path: "/w/a", Target: "/w/d/b"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpRename, Path: "/w/a", Target: "/w/d/b"},
 	},
 	{
 		name: "symlink keeps its content verbatim",
 		rec:  record{Kind: evSyscall, NR: sysSymlinkat, PID: 7, Sess: []uint32{1}, Str: strs("l", "/w", "../../etc/passwd")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpSymlink, Path: "/w/l", Target: "../../etc/passwd"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpSymlink, Path: "/w/l", Target: "../../etc/passwd"},
 	},
 	{
 		name: "unlinkat AT_REMOVEDIR is rmdir",
 		rec:  record{Kind: evSyscall, NR: sysUnlinkat, Arg: atRemovedir, PID: 7, Sess: []uint32{1}, Str: strs("/w/d")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpRmdir, Path: "/w/d"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpRmdir, Path: "/w/d"},
 	},
 	{
 		name: "ftruncate resolved",
 		rec:  record{Kind: evSyscall, NR: sysFtruncate, Flags: flagResolved0, PID: 7, Sess: []uint32{1}, Str: strs("/w/f")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpTruncate, Path: "/w/f"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpTruncate, Path: "/w/f"},
 	},
 	{
 		name: "failed exec",
 		rec:  record{Kind: evSyscall, NR: sysExecve, Ret: -2, PID: 7, Sess: []uint32{1}, Str: strs("prog", "/w")},
-		want: &profiling.Event{Kind: profiling.KindExecFailed, Time: clock(0), PID: 7, Exe: "/w/prog", Errno: "ENOENT"},
+		want: &profiling.Event{Kind: profiling.KindExecFailed, PID: 7, Exe: "/w/prog", Errno: "ENOENT"},
 	},
 	{
 		name: "successful execve is left to sched_process_exec",
@@ -161,27 +161,27 @@ var decodeCases = []struct {
 	{
 		name: "denied connect",
 		rec:  record{Kind: evSyscall, NR: sysConnect, Ret: -1, PID: 7, Sess: []uint32{1}, Flags: flagAddr | flagAddrKern, Family: afInet, SoType: sockStream, Proto: ipprotoTCP, Port: 443, Addr: ipv4(93, 184, 216, 34)},
-		want: &profiling.Event{Kind: profiling.KindNet, Time: clock(0), PID: 7, Op: receipt.NetConnect, Family: receipt.FamilyInet, Protocol: receipt.ProtoTCP, Address: "93.184.216.34", Port: 443, Errno: "EPERM"},
+		want: &profiling.Event{Kind: profiling.KindNet, PID: 7, Op: receipt.NetConnect, Family: receipt.FamilyInet, Protocol: receipt.ProtoTCP, Address: "93.184.216.34", Port: 443, Errno: "EPERM"},
 	},
 	{
 		name: "udp sendto over IPv6",
 		rec:  record{Kind: evSyscall, NR: sysSendto, Ret: 4, PID: 7, Sess: []uint32{1}, Flags: flagAddr, Family: afInet6, SoType: sockDgram, Port: 53, Addr: ipv6Loopback()},
-		want: &profiling.Event{Kind: profiling.KindNet, Time: clock(0), PID: 7, Op: receipt.NetSendto, Family: receipt.FamilyInet6, Protocol: receipt.ProtoUDP, Address: "::1", Port: 53},
+		want: &profiling.Event{Kind: profiling.KindNet, PID: 7, Op: receipt.NetSendto, Family: receipt.FamilyInet6, Protocol: receipt.ProtoUDP, Address: "::1", Port: 53},
 	},
 	{
 		name: "abstract unix connect",
 		rec:  record{Kind: evSyscall, NR: sysConnect, Ret: -111, PID: 7, Sess: []uint32{1}, Flags: flagAddr, Family: afUnix, SoType: sockStream, Str: strs("\x00dbus\x00")},
-		want: &profiling.Event{Kind: profiling.KindNet, Time: clock(0), PID: 7, Op: receipt.NetConnect, Family: receipt.FamilyUnix, Address: "@dbus@", Errno: "ECONNREFUSED"},
+		want: &profiling.Event{Kind: profiling.KindNet, PID: 7, Op: receipt.NetConnect, Family: receipt.FamilyUnix, Address: "@dbus@", Errno: "ECONNREFUSED"},
 	},
 	{
 		name: "unix path connect",
 		rec:  record{Kind: evSyscall, NR: sysConnect, Ret: -2, PID: 7, Sess: []uint32{1}, Flags: flagAddr, Family: afUnix, SoType: sockStream, Str: strs("/run/nscd/socket\x00\x00")},
-		want: &profiling.Event{Kind: profiling.KindNet, Time: clock(0), PID: 7, Op: receipt.NetConnect, Family: receipt.FamilyUnix, Address: "/run/nscd/socket", Errno: "ENOENT"},
+		want: &profiling.Event{Kind: profiling.KindNet, PID: 7, Op: receipt.NetConnect, Family: receipt.FamilyUnix, Address: "/run/nscd/socket", Errno: "ENOENT"},
 	},
 	{
 		name: "accept4 on its local endpoint",
 		rec:  record{Kind: evSyscall, NR: sysAccept4, Ret: 5, PID: 7, Sess: []uint32{1}, Flags: flagAddr | flagSock, Family: afInet, SoType: sockStream, Proto: ipprotoTCP, Port: 8080, Addr: ipv4(127, 0, 0, 1)},
-		want: &profiling.Event{Kind: profiling.KindNet, Time: clock(0), PID: 7, Op: receipt.NetAccept, Family: receipt.FamilyInet, Protocol: receipt.ProtoTCP, Address: "127.0.0.1", Port: 8080},
+		want: &profiling.Event{Kind: profiling.KindNet, PID: 7, Op: receipt.NetAccept, Family: receipt.FamilyInet, Protocol: receipt.ProtoTCP, Address: "127.0.0.1", Port: 8080},
 	},
 	{
 		name: "netlink bind is not network",
@@ -194,7 +194,7 @@ var decodeCases = []struct {
 	{
 		name: "unknown errno keeps its number",
 		rec:  record{Kind: evSyscall, NR: sysMkdir, Ret: -4000, PID: 7, Sess: []uint32{1}, Str: strs("/w/d")},
-		want: &profiling.Event{Kind: profiling.KindFile, Time: clock(0), PID: 7, Op: receipt.OpMkdir, Path: "/w/d", Errno: "E4000"},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpMkdir, Path: "/w/d", Errno: "E4000"},
 	},
 }
 

@@ -416,6 +416,51 @@ func testGoldenReceipts(t *testing.T, f *fixture) {
 	}
 }
 
+// The path walk on both builds: names around the length a dentry keeps
+// inline come out exactly; a path deeper than the walk goes, or longer than
+// a record holds, keeps its deepest components and is reported as cut.
+func TestPathWalk(t *testing.T) {
+	for _, build := range []struct {
+		name string
+		raw  bool
+	}{{"default", false}, {"raw_tracepoint", true}} {
+		t.Run(build.name, func(t *testing.T) {
+			r := setupBuild(t, build.raw).run(t, execution.NetworkNone, "paths")
+			if r.Outcome.ExitCode != 0 || len(r.Processes) == 0 {
+				t.Fatalf("tester paths: exit %d, %d processes", r.Outcome.ExitCode, len(r.Processes))
+			}
+			created := map[string]bool{}
+			for _, fl := range r.Files {
+				if fl.Op == receipt.OpCreate && fl.OK {
+					created[fl.Path] = true
+				}
+			}
+			var want []string
+			dir := r.Processes[0].Cwd
+			for i, n := range []int{31, 32, 39, 40, 41, 255} {
+				dir += "/" + strings.Repeat(string(rune('a'+i)), n)
+				want = append(want, dir+"/f")
+			}
+			want = append(want,
+				strings.Repeat("/d", 95)+"/deep",                         // 96 components
+				strings.Repeat("/"+strings.Repeat("L", 250), 16)+"/long") // 16 * 251 + 5 bytes
+			for _, p := range want {
+				if !created[p] {
+					t.Errorf("no create of %.120q... (%d bytes)", p, len(p))
+				}
+			}
+			if t.Failed() {
+				for p := range created {
+					t.Logf("created %.120q... (%d bytes)", p, len(p))
+				}
+			}
+			if r.Profiling.Status != receipt.StatusPartial || !strings.Contains(r.Profiling.Reason, "too long or too deep") {
+				t.Errorf("profiling %s (%q), want partial: paths were cut", r.Profiling.Status, r.Profiling.Reason)
+			}
+		})
+	}
+}
+
 // The newcomer's view: a Python urllib request gives a receipt that shows
 // the connection and the files Python opened.
 func TestPythonURLLibReceipt(t *testing.T) {

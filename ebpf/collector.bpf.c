@@ -146,11 +146,20 @@ struct evbuf {
 	__u8 data[GH_EVBUF];
 };
 
+/* A path component noted by the walk: kernel addresses of the dentry and
+ * its name, and the name's length. */
+struct comp {
+	__u64 dentry;
+	__u64 name;
+	__u32 len;
+};
+
 struct pathbuf {
-	__u8 buf[GH_PATHBUF];
-	/* The arguments of gh_put_path_btf: typed kernel pointers become
-	 * plain numbers on their way through a map value, as a global
-	 * function's scalar arguments must be. */
+	struct comp comp[GH_PATH_COMPONENTS];
+	/* The path's dentry and vfsmount, for gh_put_path(_btf): typed
+	 * kernel pointers become plain numbers on their way through a map
+	 * value, as a global function's scalar arguments must be (and five
+	 * arguments is a BPF function's limit). */
 	__u64 arg_dentry;
 	__u64 arg_vfsmnt;
 };
@@ -206,6 +215,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pathbuf);
 } pathbufs SEC(".maps");
+
+/* Bytes this CPU submitted since it last looked at the ring's fill level
+ * (see submit). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} unchecked SEC(".maps");
 
 /* ---- sessions ---------------------------------------------------------- */
 
@@ -330,6 +348,15 @@ static __always_inline int task_match(struct task_struct *t, struct match *m)
 
 /* ---- event assembly ---------------------------------------------------- */
 
+/* The fields of a record that describes a process: when, whose, whose child. */
+static __always_inline void set_process_fields(struct gh_event *h)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	h->ktime = bpf_ktime_get_ns();
+	h->uid = (__u32)bpf_get_current_uid_gid();
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+}
+
 static __always_inline struct evbuf *start_event(__u32 kind, const struct match *m)
 {
 	__u32 zero = 0;
@@ -339,17 +366,16 @@ static __always_inline struct evbuf *start_event(__u32 kind, const struct match 
 	struct gh_event *h = (struct gh_event *)b->data;
 	__builtin_memset(h, 0, sizeof(*h));
 	__u64 pidtgid = bpf_get_current_pid_tgid();
-	h->ktime = bpf_ktime_get_ns();
 	h->kind = kind;
 	h->owner = (__u32)pidtgid;
 	h->pid = pidtgid >> 32;
 	h->tid = (__u32)pidtgid;
-	/* Syscall records do not need the parent (two reads saved per call). */
-	if (kind != GH_EV_SYSCALL) {
-		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-		h->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	}
-	h->uid = (__u32)bpf_get_current_uid_gid();
+	/* Syscall records carry no time, uid or parent: the receipt's file
+	 * and network entries have none, and in a VM the clock read alone
+	 * costs ~100 ns per call. A failed exec, which adds to the process
+	 * tree, sets them itself (set_process_fields). */
+	if (kind != GH_EV_SYSCALL)
+		set_process_fields(h);
 	h->nsess = m->n;
 	for (int i = 0; i < GH_MAX_SESS; i++)
 		h->sess[i] = m->sess[i];
@@ -360,9 +386,13 @@ static __always_inline struct evbuf *start_event(__u32 kind, const struct match 
  * Waking the reader for every record costs the workload more than writing
  * the record. Records are queued without a wakeup until wake_bytes are
  * waiting (user space sets it to a fraction of the ring); the reader also
- * polls on a short timer, and flush markers always wake it.
+ * polls on a short timer, and flush markers always wake it. Each CPU looks
+ * at the fill level once per wake_bytes / WAKE_CHECKS bytes it wrote, not
+ * per record: the level lives on the reader's cache line, a miss on every
+ * call.
  */
 const volatile __u64 wake_bytes = 1 << 20;
+#define WAKE_CHECKS 64
 
 static __always_inline void submit(struct evbuf *b, __u32 size, const struct match *m)
 {
@@ -381,8 +411,13 @@ static __always_inline void submit(struct evbuf *b, __u32 size, const struct mat
 		return;
 	}
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
-		flags = BPF_RB_FORCE_WAKEUP;
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&unchecked, &zero);
+	if (n && (*n += size) >= wake_bytes / WAKE_CHECKS) {
+		*n = 0;
+		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
 	if (bpf_ringbuf_output(&events, b, size, flags))
 		drop_all(m);
 }
@@ -426,27 +461,33 @@ static __always_inline __u32 put_user_str(struct evbuf *b, __u32 p, int slot, co
 }
 
 /*
- * GH_PATH_END, read from writable .data so that the verifier treats the
- * walk offset as a bounded unknown instead of a chain of constants: the
- * walk loop then verifies in a few passes instead of one per component.
+ * Paths are assembled in two passes over the dentries. The first walks up
+ * from the file to the root of the mount namespace and notes each
+ * component (dentry, name, length) in the per-CPU pathbuf; the second
+ * writes the components out root first, straight into the record. Written
+ * forwards, a name may be copied in whole 8-byte words: what a word writes
+ * past the name's end, the next component overwrites. The tp_btf build
+ * copies a short name (held inside the dentry, as most are) with five
+ * loads that way instead of a helper call per component.
  */
-__u32 gh_path_end = GH_PATH_END;
-
 struct walk {
+	struct pathbuf *pb;
+	struct evbuf *b;
 	struct dentry *dentry;
-	struct vfsmount *vfsmnt;
 	struct dentry *mnt_root;
 	struct mount *mnt;
 	__u64 mnt_off;
-	__u32 off;
-	__u32 done;
+	__u32 n;      /* components noted */
+	__u32 total;  /* bytes they take written out, a '/' before each */
+	__u32 out;    /* offset of the path in b */
+	__u32 pos;    /* bytes written so far */
+	__u32 done;   /* the walk reached the root */
 	__u32 pseudo;
 };
 
-static __always_inline long walk_step_body(struct walk *w, const int btf)
+static __always_inline long note_step(struct walk *w, const int btf)
 {
-	__u32 zero = 0;
-	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	struct pathbuf *pb = w->pb;
 	if (!pb)
 		return 1;
 	/* Copy out of the (local, non-kernel) struct before CO-RE reads. */
@@ -461,7 +502,6 @@ static __always_inline long walk_step_body(struct walk *w, const int btf)
 		w->dentry = KREAD(btf, mnt, mnt_mountpoint);
 		w->mnt = mp;
 		struct vfsmount *vfsmnt = KCAST(btf, struct vfsmount, (__u64)mp + w->mnt_off);
-		w->vfsmnt = vfsmnt;
 		w->mnt_root = KREAD(btf, vfsmnt, mnt_root);
 		return 0;
 	}
@@ -488,17 +528,17 @@ static __always_inline long walk_step_body(struct walk *w, const int btf)
 	}
 	if ((__u64)d == (__u64)parent || !parent)
 		w->pseudo = 1;
+	__u32 n = w->n;
+	if (n >= GH_PATH_COMPONENTS)
+		return 1;
 	__u32 len = q.len;
 	if (len > 255)
 		len = 255;
-	__u32 off = w->off & GH_STR_MAX;
-	if (len + 1 > off)
-		return 1; /* too long: not done, so truncated */
-	off -= len;
-	bpf_probe_read_kernel(&pb->buf[off & GH_STR_MAX], len & 255, q.name);
-	off -= 1;
-	pb->buf[off & GH_STR_MAX] = '/';
-	w->off = off;
+	pb->comp[n].dentry = (__u64)d;
+	pb->comp[n].name = (__u64)q.name;
+	pb->comp[n].len = len;
+	w->n = n + 1;
+	w->total += len + 1;
 	w->dentry = parent;
 	if (w->pseudo) {
 		w->done = 1;
@@ -507,79 +547,127 @@ static __always_inline long walk_step_body(struct walk *w, const int btf)
 	return 0;
 }
 
-static long walk_step(__u32 i, void *arg) { return walk_step_body(arg, 0); }
-static long walk_step_btf(__u32 i, void *arg) { return walk_step_body(arg, 1); }
+static long note_step_raw(__u32 i, void *arg) { return note_step(arg, 0); }
+static long note_step_btf(__u32 i, void *arg) { return note_step(arg, 1); }
+
+/* Copies a name held inside its dentry in whole words (tp_btf build, on
+ * kernels whose dentries have d_shortname, 6.14 on); returns 0 if the name
+ * is not such a name. */
+static __always_inline int copy_short_name(__u8 *dst, __u64 dentry, __u64 name, __u32 len)
+{
+	if (!bpf_core_field_exists(struct dentry, d_shortname))
+		return 0;
+	struct dentry *d = bpf_rdonly_cast((const void *)dentry, bpf_core_type_id_kernel(struct dentry));
+	if (name != dentry + bpf_core_field_offset(struct dentry, d_shortname) ||
+	    len > bpf_core_field_size(struct dentry, d_shortname))
+		return 0;
+	__u64 *w = (__u64 *)dst;
+	w[0] = d->d_shortname.words[0];
+	w[1] = d->d_shortname.words[1];
+	w[2] = d->d_shortname.words[2];
+	w[3] = d->d_shortname.words[3];
+	w[4] = d->d_shortname.words[4];
+	return 1;
+}
+
+static __always_inline long write_step(struct walk *w, const int btf)
+{
+	struct pathbuf *pb = w->pb;
+	struct evbuf *b = w->b;
+	if (!pb || !b || w->n == 0)
+		return 1;
+	__u32 n = w->n - 1;
+	w->n = n;
+	if (n >= GH_PATH_COMPONENTS)
+		return 1;
+	__u32 len = pb->comp[n].len & 255;
+	if (w->total > GH_STR_MAX) {
+		/* Too long: the components nearest the root are left out. */
+		w->total -= len + 1;
+		w->done = 0;
+		return 0;
+	}
+	/* Within the string area, which ends GH_STR_MAX + 1 bytes after
+	 * GH_STR_AREA_END: a name's 255 bytes (or 40) past it stay inside
+	 * the buffer. */
+	__u32 at = (w->out & GH_STR_AREA_END) + (w->pos & GH_STR_MAX);
+	b->data[at] = '/';
+	__u8 *dst = &b->data[at + 1];
+	if (!btf || !copy_short_name(dst, pb->comp[n].dentry, pb->comp[n].name, len))
+		bpf_probe_read_kernel(dst, len, (const void *)pb->comp[n].name);
+	w->pos += len + 1;
+	return 0;
+}
+
+static long write_step_raw(__u32 i, void *arg) { return write_step(arg, 0); }
+static long write_step_btf(__u32 i, void *arg) { return write_step(arg, 1); }
 
 /*
- * Appends the absolute path of (dentry, vfsmnt) as string slot, walking
- * dentries and mounts up to the root of the mount namespace; returns the
+ * Appends the absolute path of (dentry, vfsmnt) as string slot; returns the
  * new end of the record.
  */
-static __always_inline __u32 put_path_body(struct evbuf *b, __u32 p, __u32 slot, __u64 dentry, __u64 vfsmnt, const int btf)
+static __always_inline __u32 put_path_body(struct evbuf *b, struct pathbuf *pb, __u32 p, __u32 slot, __u64 dentry, __u64 vfsmnt, const int btf)
 {
-	if (!b || !dentry || !vfsmnt || slot >= GH_NSTR)
+	if (!b || !pb || !dentry || !vfsmnt || slot >= GH_NSTR)
 		return p;
 	struct gh_event *h = (struct gh_event *)b->data;
 	if (p > GH_STR_AREA_END) {
 		h->flags |= GH_F_TRUNC0 << slot;
 		return p;
 	}
-	__u32 zero = 0;
-	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
-	if (!pb)
-		return p;
 	struct walk w = {
+		.pb = pb,
+		.b = b,
 		.dentry = (struct dentry *)dentry,
-		.vfsmnt = (struct vfsmount *)vfsmnt,
 		.mnt_off = bpf_core_field_offset(struct mount, mnt),
-		.off = gh_path_end & GH_STR_MAX,
+		.out = p,
 	};
 	w.mnt = (struct mount *)(vfsmnt - w.mnt_off);
 	w.mnt_root = KREAD(btf, KCAST(btf, struct vfsmount, vfsmnt), mnt_root);
-	bpf_loop(GH_PATH_COMPONENTS, btf ? walk_step_btf : walk_step, &w, 0);
-	if (!w.done)
-		h->flags |= GH_F_TRUNC0 << slot;
+	bpf_loop(GH_PATH_COMPONENTS, btf ? note_step_btf : note_step_raw, &w, 0);
 	if (w.pseudo && slot == 0)
 		h->flags |= GH_F_PSEUDO0;
-	__u32 off = w.off & GH_STR_MAX;
-	if (off >= GH_PATH_END) {
+	if (w.n == 0) {
 		/* The root itself. */
-		off = GH_PATH_END - 1;
-		pb->buf[off & GH_STR_MAX] = '/';
+		b->data[str_off(p)] = '/';
+		w.pos = 1;
+	} else {
+		bpf_loop(GH_PATH_COMPONENTS, btf ? write_step_btf : write_step_raw, &w, 0);
 	}
-	__u32 len = (GH_PATH_END - off) & GH_STR_MAX;
-	bpf_probe_read_kernel(&b->data[str_off(p)], len, &pb->buf[off & GH_STR_MAX]);
+	if (!w.done)
+		h->flags |= GH_F_TRUNC0 << slot;
+	__u32 len = w.pos & GH_STR_MAX;
 	set_len(h, slot, len);
 	return p + len;
 }
 
 /* Global functions, so that the verifier checks the walk once, not once
  * per caller state. */
-__attribute__((noinline)) __u32 gh_put_path(struct evbuf *b, __u32 p, __u32 slot, __u64 dentry, __u64 vfsmnt)
+__attribute__((noinline)) __u32 gh_put_path(struct evbuf *b, struct pathbuf *pb, __u32 p, __u32 slot)
 {
-	return put_path_body(b, p, slot, dentry, vfsmnt, 0);
-}
-
-__attribute__((noinline)) __u32 gh_put_path_btf(struct evbuf *b, __u32 p, __u32 slot)
-{
-	__u32 zero = 0;
-	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
 	if (!pb)
 		return p;
-	return put_path_body(b, p, slot, pb->arg_dentry, pb->arg_vfsmnt, 1);
+	return put_path_body(b, pb, p, slot, pb->arg_dentry, pb->arg_vfsmnt, 0);
+}
+
+__attribute__((noinline)) __u32 gh_put_path_btf(struct evbuf *b, struct pathbuf *pb, __u32 p, __u32 slot)
+{
+	if (!pb)
+		return p;
+	return put_path_body(b, pb, p, slot, pb->arg_dentry, pb->arg_vfsmnt, 1);
 }
 
 static __always_inline __u32 put_path(struct evbuf *b, __u32 p, int slot, struct dentry *dentry, struct vfsmount *vfsmnt, const int btf)
 {
-	if (!btf)
-		return gh_put_path(b, p, slot, (__u64)dentry, (__u64)vfsmnt);
 	__u32 zero = 0;
 	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
 	if (!pb)
 		return p;
 	pb->arg_dentry = (__u64)dentry;
 	pb->arg_vfsmnt = (__u64)vfsmnt;
-	return gh_put_path_btf(b, p, slot);
+	if (btf)
+		return gh_put_path_btf(b, pb, p, slot);
+	return gh_put_path(b, pb, p, slot);
 }
 
 /* The file open as fd in task, as a kernel address (0 if none). */
@@ -943,7 +1031,6 @@ int gh_sock_state(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	e->ret = result;
-	e->ktime = bpf_ktime_get_ns();
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
@@ -1321,7 +1408,7 @@ static __always_inline void exit_other_call(struct inflight *in, long ret, struc
 	case NR_io_uring_setup:
 		break;
 	case NR_execve: case NR_execveat:
-		h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+		set_process_fields(h);
 		/* fall through */
 	default:
 		p = exit_file(b, p, task, in, ret, btf);

@@ -17,6 +17,8 @@
  *   tester forkexec N    N fork+exec of "tester chain 0" (benchmarks)
  *   tester iouring       create an io_uring instance (its operations bypass syscalls)
  *   tester int80         make a 32-bit open() through int 0x80
+ *   tester paths         create files under names of 31 to 255 bytes, 100
+ *                        directories deep, and 17 directories of 250 bytes deep
  *   tester nbconnect P Q non-blocking connects to 127.0.0.1:P (listening) and :Q (closed)
  *   tester reconnect     a non-blocking connect whose SYN is dropped (full accept
  *                        queue), connect again (EALREADY), then close
@@ -343,6 +345,42 @@ static int flipconnect(int p, int q, int n)
 	return 0;
 }
 
+/* Creates f in a new directory named c * n and enters it. */
+static void descend(char c, int n, const char *f)
+{
+	char name[256];
+	memset(name, c, n);
+	name[n] = 0;
+	must(mkdir(name, 0755) == 0 && chdir(name) == 0, "mkdir and enter");
+	if (f) {
+		int fd = open(f, O_CREAT | O_WRONLY, 0644);
+		must(fd >= 0, "create");
+		close(fd);
+	}
+}
+
+/*
+ * Paths the collector must record exactly: names around the length a
+ * dentry keeps inline (32 bytes before Linux 6.14, 40 from it) and the
+ * longest name; and paths it must record cut and say so: deeper than it
+ * walks (96 components) and longer than it records (4095 bytes).
+ */
+static int paths(void)
+{
+	static const int lens[] = {31, 32, 39, 40, 41, 255};
+	int top = open(".", O_RDONLY | O_DIRECTORY);
+	must(top >= 0, "open .");
+	for (int i = 0; i < 6; i++)
+		descend('a' + i, lens[i], "f");
+	must(fchdir(top) == 0, "back to the top");
+	for (int i = 0; i < 100; i++)
+		descend('d', 1, i == 99 ? "deep" : 0);
+	must(fchdir(top) == 0, "back to the top");
+	for (int i = 0; i < 17; i++)
+		descend('L', 250, i == 16 ? "long" : 0);
+	return 0;
+}
+
 static int iouring(void)
 {
 	unsigned char params[120]; /* struct io_uring_params */
@@ -409,5 +447,7 @@ int main(int argc, char **argv)
 		return iouring();
 	if (!strcmp(cmd, "int80"))
 		return int80();
+	if (!strcmp(cmd, "paths"))
+		return paths();
 	return 64;
 }

@@ -71,8 +71,14 @@ type BPFGhTarget struct {
 }
 
 type BPFPathbuf struct {
-	_         structs.HostLayout
-	Buf       [8192]uint8
+	_    structs.HostLayout
+	Comp [96]struct {
+		_      structs.HostLayout
+		Dentry uint64
+		Name   uint64
+		Len    uint32
+		_      [4]byte
+	}
 	ArgDentry uint64
 	ArgVfsmnt uint64
 }
@@ -100,6 +106,7 @@ const (
 	BPFMapPendingZero     = "pending_zero"
 	BPFMapTargets         = "targets"
 	BPFMapTargetsGen      = "targets_gen"
+	BPFMapUnchecked       = "unchecked"
 	BPFProgGhBind4        = "gh_bind4"
 	BPFProgGhBind6        = "gh_bind6"
 	BPFProgGhConnect4     = "gh_connect4"
@@ -113,7 +120,6 @@ const (
 	BPFProgGhSockState    = "gh_sock_state"
 	BPFProgGhSysExit      = "gh_sys_exit"
 	BPFProgGhSysExitBtf   = "gh_sys_exit_btf"
-	BPFVarGhPathEnd       = "gh_path_end"
 	BPFVarUnusedEvent     = "unused_event"
 	BPFVarUnusedTarget    = "unused_target"
 	BPFVarWakeBytes       = "wake_bytes"
@@ -191,13 +197,13 @@ type BPFMapSpecs struct {
 	PendingZero     *ebpf.MapSpec `ebpf:"pending_zero"`
 	Targets         *ebpf.MapSpec `ebpf:"targets"`
 	TargetsGen      *ebpf.MapSpec `ebpf:"targets_gen"`
+	Unchecked       *ebpf.MapSpec `ebpf:"unchecked"`
 }
 
 // BPFVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BPFVariableSpecs struct {
-	GhPathEnd    *ebpf.VariableSpec `ebpf:"gh_path_end"`
 	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedTarget *ebpf.VariableSpec `ebpf:"unused_target"`
 	WakeBytes    *ebpf.VariableSpec `ebpf:"wake_bytes"`
@@ -234,6 +240,7 @@ type BPFMaps struct {
 	PendingZero     *ebpf.Map `ebpf:"pending_zero"`
 	Targets         *ebpf.Map `ebpf:"targets"`
 	TargetsGen      *ebpf.Map `ebpf:"targets_gen"`
+	Unchecked       *ebpf.Map `ebpf:"unchecked"`
 }
 
 func (m *BPFMaps) Close() error {
@@ -249,6 +256,7 @@ func (m *BPFMaps) Close() error {
 		m.PendingZero,
 		m.Targets,
 		m.TargetsGen,
+		m.Unchecked,
 	)
 }
 
@@ -256,7 +264,6 @@ func (m *BPFMaps) Close() error {
 //
 // It can be passed to LoadBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BPFVariables struct {
-	GhPathEnd    *ebpf.Variable `ebpf:"gh_path_end"`
 	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
 	UnusedTarget *ebpf.Variable `ebpf:"unused_target"`
 	WakeBytes    *ebpf.Variable `ebpf:"wake_bytes"`

@@ -36,18 +36,16 @@
 #define GH_EVBUF 32768              /* per-CPU event assembly buffer */
 /* Strings start at or before GH_STR_AREA_END; offsets are masked with it. */
 #define GH_STR_AREA_END 16383
-#define GH_PATHBUF 8192             /* per-CPU path assembly buffer */
-#define GH_PATH_END GH_STR_MAX      /* paths are built backwards from here */
 #define GH_PATH_COMPONENTS 96       /* deepest path walked (dentries + mounts) */
 #define GH_CGROUP_LEVELS 32         /* deepest cgroup nesting searched for targets */
 
 struct gh_event {
-	__u64 ktime;        /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 ktime;        /* bpf_ktime_get_ns (CLOCK_MONOTONIC); 0 in file and network records */
 	__u32 kind;
 	__u32 pid;          /* thread group id */
 	__u32 tid;
-	__u32 ppid;         /* real parent's thread group id */
-	__u32 uid;
+	__u32 ppid;         /* real parent's thread group id; 0 in file and network records */
+	__u32 uid;          /* 0 in file and network records */
 	__u32 flags;
 	__s64 ret;          /* syscall return value, or exit wait status */
 	__u64 arg;          /* open flags, unlinkat/linkat flags, ... */
