@@ -547,8 +547,10 @@ static __always_inline long note_step(struct walk *w, const int btf)
 	return 0;
 }
 
-static long note_step_raw(__u32 i, void *arg) { return note_step(arg, 0); }
-static long note_step_btf(__u32 i, void *arg) { return note_step(arg, 1); }
+/* Two steps a call: a call and its return cost more than a step's loads
+ * (return thunks on this hardware's mitigations). */
+static long note_step_raw(__u32 i, void *arg) { return note_step(arg, 0) || note_step(arg, 0); }
+static long note_step_btf(__u32 i, void *arg) { return note_step(arg, 1) || note_step(arg, 1); }
 
 /* Copies a name held inside its dentry in whole words (tp_btf build, on
  * kernels whose dentries have d_shortname, 6.14 on); returns 0 if the name
@@ -599,8 +601,8 @@ static __always_inline long write_step(struct walk *w, const int btf)
 	return 0;
 }
 
-static long write_step_raw(__u32 i, void *arg) { return write_step(arg, 0); }
-static long write_step_btf(__u32 i, void *arg) { return write_step(arg, 1); }
+static long write_step_raw(__u32 i, void *arg) { return write_step(arg, 0) || write_step(arg, 0); }
+static long write_step_btf(__u32 i, void *arg) { return write_step(arg, 1) || write_step(arg, 1); }
 
 /*
  * Appends the absolute path of (dentry, vfsmnt) as string slot; returns the
@@ -624,7 +626,7 @@ static __always_inline __u32 put_path_body(struct evbuf *b, struct pathbuf *pb, 
 	};
 	w.mnt = (struct mount *)(vfsmnt - w.mnt_off);
 	w.mnt_root = KREAD(btf, KCAST(btf, struct vfsmount, vfsmnt), mnt_root);
-	bpf_loop(GH_PATH_COMPONENTS, btf ? note_step_btf : note_step_raw, &w, 0);
+	bpf_loop(GH_PATH_COMPONENTS / 2, btf ? note_step_btf : note_step_raw, &w, 0);
 	if (w.pseudo && slot == 0)
 		h->flags |= GH_F_PSEUDO0;
 	if (w.n == 0) {
@@ -632,7 +634,7 @@ static __always_inline __u32 put_path_body(struct evbuf *b, struct pathbuf *pb, 
 		b->data[str_off(p)] = '/';
 		w.pos = 1;
 	} else {
-		bpf_loop(GH_PATH_COMPONENTS, btf ? write_step_btf : write_step_raw, &w, 0);
+		bpf_loop(GH_PATH_COMPONENTS / 2, btf ? write_step_btf : write_step_raw, &w, 0);
 	}
 	if (!w.done)
 		h->flags |= GH_F_TRUNC0 << slot;
