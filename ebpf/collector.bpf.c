@@ -299,6 +299,21 @@ struct {
 	__type(value, struct cached_match);
 } match_cache SEC(".maps");
 
+/* A cache miss: walks the current task's cgroup and its ancestors into m
+ * and caches the result for cgroup cg at generation gen. A global
+ * function, so that its stack is not the exit program's (6.1 limits the
+ * frames of a chain of calls to 512 bytes together). */
+__attribute__((noinline)) int gh_match_walk(struct match *m, __u64 cg, __u64 gen)
+{
+	if (!m)
+		return 0;
+	struct cached_match fresh = {.gen = gen};
+	bpf_loop(GH_CGROUP_LEVELS, current_level, &fresh.m, 0);
+	bpf_map_update_elem(&match_cache, &cg, &fresh, BPF_ANY);
+	*m = fresh.m;
+	return m->n;
+}
+
 /* Sessions of the current task: its cgroup and every ancestor. */
 static __always_inline int current_match(struct match *m)
 {
@@ -313,10 +328,7 @@ static __always_inline int current_match(struct match *m)
 		*m = c->m;
 		return m->n;
 	}
-	bpf_loop(GH_CGROUP_LEVELS, current_level, m, 0);
-	struct cached_match fresh = {.gen = gen, .m = *m};
-	bpf_map_update_elem(&match_cache, &cg, &fresh, BPF_ANY);
-	return m->n;
+	return gh_match_walk(m, cg, gen);
 }
 
 struct cgwalk {
@@ -476,7 +488,6 @@ struct walk {
 	struct dentry *dentry;
 	struct dentry *mnt_root;
 	struct mount *mnt;
-	__u64 mnt_off;
 	__u32 n;      /* components noted */
 	__u32 total;  /* bytes they take written out, a '/' before each */
 	__u32 out;    /* offset of the path in b */
@@ -501,7 +512,7 @@ static __always_inline long note_step(struct walk *w, const int btf)
 		}
 		w->dentry = KREAD(btf, mnt, mnt_mountpoint);
 		w->mnt = mp;
-		struct vfsmount *vfsmnt = KCAST(btf, struct vfsmount, (__u64)mp + w->mnt_off);
+		struct vfsmount *vfsmnt = KCAST(btf, struct vfsmount, (__u64)mp + bpf_core_field_offset(struct mount, mnt));
 		w->mnt_root = KREAD(btf, vfsmnt, mnt_root);
 		return 0;
 	}
@@ -547,9 +558,11 @@ static __always_inline long note_step(struct walk *w, const int btf)
 	return 0;
 }
 
-/* Two steps a call: a call and its return cost more than a step's loads
- * (return thunks on this hardware's mitigations). */
-static long note_step_raw(__u32 i, void *arg) { return note_step(arg, 0) || note_step(arg, 0); }
+/* The tp_btf build (the syscall exit's on 6.2 and later) takes two steps a
+ * call: there a call and its return cost more than a step's loads (return
+ * thunks, on this hardware's mitigations). Each doubles what the verifier
+ * checks, so the raw build, whose steps are helper calls, takes one. */
+static long note_step_raw(__u32 i, void *arg) { return note_step(arg, 0); }
 static long note_step_btf(__u32 i, void *arg) { return note_step(arg, 1) || note_step(arg, 1); }
 
 /* Copies a name held inside its dentry in whole words (tp_btf build, on
@@ -601,7 +614,7 @@ static __always_inline long write_step(struct walk *w, const int btf)
 	return 0;
 }
 
-static long write_step_raw(__u32 i, void *arg) { return write_step(arg, 0) || write_step(arg, 0); }
+static long write_step_raw(__u32 i, void *arg) { return write_step(arg, 0); }
 static long write_step_btf(__u32 i, void *arg) { return write_step(arg, 1) || write_step(arg, 1); }
 
 /*
@@ -621,12 +634,14 @@ static __always_inline __u32 put_path_body(struct evbuf *b, struct pathbuf *pb, 
 		.pb = pb,
 		.b = b,
 		.dentry = (struct dentry *)dentry,
-		.mnt_off = bpf_core_field_offset(struct mount, mnt),
 		.out = p,
 	};
-	w.mnt = (struct mount *)(vfsmnt - w.mnt_off);
+	w.mnt = (struct mount *)(vfsmnt - bpf_core_field_offset(struct mount, mnt));
 	w.mnt_root = KREAD(btf, KCAST(btf, struct vfsmount, vfsmnt), mnt_root);
-	bpf_loop(GH_PATH_COMPONENTS / 2, btf ? note_step_btf : note_step_raw, &w, 0);
+	if (btf)
+		bpf_loop(GH_PATH_COMPONENTS / 2, note_step_btf, &w, 0);
+	else
+		bpf_loop(GH_PATH_COMPONENTS, note_step_raw, &w, 0);
 	if (w.pseudo && slot == 0)
 		h->flags |= GH_F_PSEUDO0;
 	if (w.n == 0) {
@@ -634,7 +649,10 @@ static __always_inline __u32 put_path_body(struct evbuf *b, struct pathbuf *pb, 
 		b->data[str_off(p)] = '/';
 		w.pos = 1;
 	} else {
-		bpf_loop(GH_PATH_COMPONENTS / 2, btf ? write_step_btf : write_step_raw, &w, 0);
+		if (btf)
+			bpf_loop(GH_PATH_COMPONENTS / 2, write_step_btf, &w, 0);
+		else
+			bpf_loop(GH_PATH_COMPONENTS, write_step_raw, &w, 0);
 	}
 	if (!w.done)
 		h->flags |= GH_F_TRUNC0 << slot;
@@ -1127,12 +1145,17 @@ static __always_inline __u16 capture_kind(long nr)
  * in one read: r10 to di are neighbours in struct pt_regs, whose layout is
  * x86_64's ptrace ABI. Returns nonzero on failure.
  */
-static __always_inline long read_args(struct inflight *in, const void *regs)
+/* The raw build's read of the call's arguments from its saved registers:
+ * a global function, so that the copy is not on the exit program's stack
+ * (6.1 limits a chain of calls to 512 bytes of stack together). */
+__attribute__((noinline)) int gh_read_args(struct inflight *in, __u64 regs)
 {
+	if (!in)
+		return 1;
 	struct {
 		__u64 r10, r9, r8, ax, cx, dx, si, di;
 	} w;
-	if (bpf_probe_read_kernel(&w, sizeof(w), regs + bpf_core_field_offset(struct pt_regs, r10)))
+	if (bpf_probe_read_kernel(&w, sizeof(w), (const void *)regs + bpf_core_field_offset(struct pt_regs, r10)))
 		return 1;
 	in->args[0] = w.di;
 	in->args[1] = w.si;
@@ -1388,12 +1411,15 @@ __attribute__((noinline)) int gh_exit_net(struct inflight *in, long ret)
 	return 0;
 }
 
-static __always_inline void exit_other_call(struct inflight *in, long ret, struct task_struct *task, const int btf)
+static __always_inline int exit_other_call(struct inflight *in, long ret, const int btf)
 {
+	if (!in)
+		return 0;
+	struct task_struct *task = current_task(btf);
 	long nr = in->nr;
 	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
 	if (!b)
-		return;
+		return 0;
 	struct gh_event *h = (struct gh_event *)b->data;
 	h->nr = nr;
 	h->ret = ret;
@@ -1417,6 +1443,19 @@ static __always_inline void exit_other_call(struct inflight *in, long ret, struc
 		break;
 	}
 	submit(b, p, &in->m);
+	return 0;
+}
+
+/* Global functions: the verifier checks the file calls once, not once for
+ * each call number the exit program's switch leads to them with. */
+__attribute__((noinline)) int gh_exit_other(struct inflight *in, long ret)
+{
+	return exit_other_call(in, ret, 0);
+}
+
+__attribute__((noinline)) int gh_exit_other_btf(struct inflight *in, long ret)
+{
+	return exit_other_call(in, ret, 1);
 }
 
 /*
@@ -1467,14 +1506,17 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 		in.args[3] = regs->r10;
 		in.args[4] = regs->r8;
 		in.args[5] = regs->r9;
-	} else if (read_args(&in, regs)) {
+	} else if (gh_read_args(&in, (__u64)regs)) {
 		return 0;
 	}
 	if (net_call(nr)) {
 		gh_exit_net(&in, ret);
 		return 0;
 	}
-	exit_other_call(&in, ret, task, btf);
+	if (btf)
+		gh_exit_other_btf(&in, ret);
+	else
+		gh_exit_other(&in, ret);
 	return 0;
 }
 
