@@ -697,9 +697,10 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd, c
 		return 0;
 	struct file **fds;
 	if (btf) {
-		/* task_struct's later fields cost the verifier a long walk of
-		 * its members per load: read files the old way, once. */
-		struct fdtable *fdt = KCAST(btf, struct files_struct, BPF_CORE_READ(task, files))->fdt;
+		/* A load of one of task_struct's later fields costs the
+		 * verifier a walk of its members; the file exit is checked
+		 * once (a global function), so that is cheap now. */
+		struct fdtable *fdt = KCAST(btf, struct task_struct, task)->files->fdt;
 		if (!fdt || (unsigned long)fd >= fdt->max_fds)
 			return 0;
 		fds = fdt->fd;
@@ -748,9 +749,7 @@ static __always_inline __u32 put_base(struct evbuf *b, __u32 p, int slot, struct
 	struct path base = {};
 	if ((int)dfd == AT_FDCWD) {
 		if (btf) {
-			/* fs is a late task_struct field: a probe read, as
-			 * files in fd_file. */
-			base = KCAST(btf, struct fs_struct, BPF_CORE_READ(task, fs))->pwd;
+			base = KCAST(btf, struct task_struct, task)->fs->pwd;
 		} else {
 			base.dentry = BPF_CORE_READ(task, fs, pwd.dentry);
 			base.mnt = BPF_CORE_READ(task, fs, pwd.mnt);
