@@ -315,13 +315,19 @@ func (c *Collector) Stats() Stats {
 	if c.objs.Drops != nil {
 		_ = c.objs.Drops.Lookup(uint32(globalSlot), &dropped)
 	}
-	return Stats{
+	st := Stats{
 		Events:          c.events.Load(),
 		Dropped:         dropped,
 		Sessions:        n,
 		DecodeErrors:    c.decodeErrors.Load(),
 		RecursionMisses: c.recursionMisses(),
 	}
+	if c.objs.GhSysExit != nil {
+		if s, err := c.objs.GhSysExit.Stats(); err == nil {
+			st.ExitRunTime, st.ExitRuns = s.Runtime, s.RunCount
+		}
+	}
+	return st
 }
 
 func (c *Collector) recursionMisses() uint64 {

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"glasshouse.dev/glasshouse/core/execution"
 	"glasshouse.dev/glasshouse/core/profiling"
 	"glasshouse.dev/glasshouse/core/receipt"
@@ -159,6 +162,30 @@ func TestEventTimes(t *testing.T) {
 	}
 	if kinds[profiling.KindExec] != 5 || kinds[profiling.KindExecFailed] != 2 || kinds[profiling.KindFile] < 5 {
 		t.Errorf("events by kind %v, want 5 execs, 2 failed and 5 or more file events", kinds)
+	}
+}
+
+// With the kernel's BPF statistics on, Stats reports the exit program's
+// runs and run time: at least one run per call of an observed workload.
+func TestExitStats(t *testing.T) {
+	f := setup(t)
+	on, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Fatalf("enable BPF statistics: %v", err)
+	}
+	defer on.Close()
+	before := f.coll.Stats()
+	const n = 5000
+	rec, _ := observe(t, f.coll, f, "spin", fmt.Sprint(n))
+	after := f.coll.Stats()
+	if got := rec.count(isOpen); got != n {
+		t.Fatalf("delivered %d opens, want %d", got, n)
+	}
+	if runs := after.ExitRuns - before.ExitRuns; runs < 2*n {
+		t.Errorf("exit program ran %d times, want at least %d (an open and a close per step)", runs, 2*n)
+	}
+	if after.ExitRunTime <= before.ExitRunTime {
+		t.Errorf("exit run time went from %v to %v", before.ExitRunTime, after.ExitRunTime)
 	}
 }
 

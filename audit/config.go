@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 )
 
 // Errors a caller may need to tell apart.
@@ -96,4 +97,11 @@ type Stats struct {
 	// RecursionMisses counts BPF program runs the kernel skipped because
 	// the program was already running on that CPU.
 	RecursionMisses uint64
+	// ExitRunTime and ExitRuns are the syscall exit program's own run time
+	// and number of runs (every syscall of every process while it is
+	// attached). The kernel counts them only while its BPF statistics are
+	// on (sysctl kernel.bpf_stats_enabled, or ebpf.EnableStats), which
+	// costs every run two clock reads.
+	ExitRunTime time.Duration
+	ExitRuns    uint64
 }

@@ -13,7 +13,8 @@
 // variant (collector loaded, run not observed) measures that floor. The profiled variant runs with the
 // collector build this kernel gets and, where that is the tp_btf build,
 // also with the raw tracepoint build older kernels get, one collector
-// loaded at a time.
+// loaded at a time. A last profiled run, with the kernel's BPF statistics
+// on, gives the exit program's own run time per event.
 package main
 
 import (
@@ -28,6 +29,9 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"glasshouse.dev/glasshouse/audit"
 	"glasshouse.dev/glasshouse/core/profiling"
@@ -223,6 +227,20 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 		burstEvents, burstDropped = rep.Events, rep.Dropped
 		burstRate = float64(rep.Events+rep.Dropped) / elapsed.Seconds()
 	}
+	// The exit program's own run time per event, from the kernel's BPF
+	// statistics: the BPF side alone, steadier than wall time on a shared
+	// machine. The statistics are on only for this one profiled run (they
+	// add two clock reads to every program run).
+	exitPerEvent, err := exitCost(func(coll *audit.Collector) (int64, error) {
+		before := events
+		_, _, err := once(coll, nil)
+		n := events - before
+		events -= n // not one of the measured runs
+		return n, err
+	})
+	if err != nil {
+		return err
+	}
 	os.Remove(layout.Unified + "/glasshouse-bench")
 
 	mp, mf := median(plain), median(profiled[0])
@@ -254,7 +272,34 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 	fmt.Printf("  dropped             %9d   (goal 0)\n", dropped)
 	fmt.Printf("  burst               %d processes x %d opens: %.0f events/s, %d delivered, %d dropped (goal 0 dropped at >= 200k events/s)\n", burst, opens, burstRate, burstEvents, burstDropped)
 	fmt.Printf("  collector load      %9.1f ms median of %d (goal <= 150 ms)\n", ms(median(loadTimes)), loads)
+	fmt.Printf("  exit program        %9.0f ns of its own run time per event (kernel BPF statistics, one profiled run; all its runs counted, observed or not)\n", exitPerEvent)
 	return nil
+}
+
+// exitCost loads a collector, turns the kernel's BPF statistics on, runs
+// one profiled workload with run (which returns the events it delivered)
+// and returns the syscall exit program's run time per event in ns.
+func exitCost(run func(*audit.Collector) (int64, error)) (float64, error) {
+	coll, err := audit.Open(audit.Config{})
+	if err != nil {
+		return 0, err
+	}
+	defer coll.Close()
+	on, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return 0, fmt.Errorf("enable BPF statistics: %w", err)
+	}
+	defer on.Close()
+	before := coll.Stats()
+	n, err := run(coll)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, errors.New("the profiled run delivered no events")
+	}
+	after := coll.Stats()
+	return float64(after.ExitRunTime-before.ExitRunTime) / float64(n), nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
