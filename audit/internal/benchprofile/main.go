@@ -93,21 +93,23 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 	var plainCPU, profiledCPU []time.Duration
 	var events, dropped int64
 	seq := 0
-	// once runs the workload and returns its wall time and the CPU time
-	// its processes used (user + system, BPF programs included: they run
-	// in the workload's context).
-	once := func(coll *audit.Collector, wrap []string) (time.Duration, time.Duration, error) {
+	// once runs the workload and returns its wall time, the CPU time its
+	// processes used (user + system, BPF programs included: they run in
+	// the workload's context) and, when coll observed it, the session's
+	// report.
+	once := func(coll *audit.Collector, wrap []string) (time.Duration, time.Duration, profiling.Report, error) {
+		var rep profiling.Report
 		seq++
 		g, err := layout.Create("glasshouse-bench", fmt.Sprintf("run-%d-%d", os.Getpid(), seq), cgroup.Limits{})
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, rep, err
 		}
 		defer g.Remove()
 		var sess profiling.Session
 		sink := &counter{}
 		if coll != nil {
 			if sess, err = coll.Start(context.Background(), profiling.Target{CgroupID: g.ID()}, sink); err != nil {
-				return 0, 0, err
+				return 0, 0, rep, err
 			}
 		}
 		start := time.Now()
@@ -116,26 +118,23 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 			argv = append(slices.Clone(wrap), argv...)
 			cmd := exec.Command(argv[0], argv[1:]...)
 			if err := g.StartInGroup(cmd); err != nil {
-				return 0, 0, err
+				return 0, 0, rep, err
 			}
 			if err := cmd.Wait(); err != nil {
-				return 0, 0, fmt.Errorf("%v: %w", argv, err)
+				return 0, 0, rep, fmt.Errorf("%v: %w", argv, err)
 			}
 			cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		}
 		elapsed := time.Since(start)
 		if sess != nil {
-			rep, err := sess.Stop(context.Background())
-			if err != nil {
-				return 0, 0, err
+			if rep, err = sess.Stop(context.Background()); err != nil {
+				return 0, 0, rep, err
 			}
-			events += rep.Events
-			dropped += rep.Dropped
 		}
-		return elapsed, cpu, nil
+		return elapsed, cpu, rep, nil
 	}
 	unprofiled := func() error {
-		d, cpu, err := once(nil, nil)
+		d, cpu, _, err := once(nil, nil)
 		plain, plainCPU = append(plain, d), append(plainCPU, cpu)
 		return err
 	}
@@ -154,18 +153,20 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 				return err
 			}
 			if i == 0 {
-				d, _, err := once(nil, nil)
+				d, _, _, err := once(nil, nil)
 				if err != nil {
 					coll.Close()
 					return err
 				}
 				idle = append(idle, d)
 			}
-			d, cpu, err := once(coll, nil)
+			d, cpu, rep, err := once(coll, nil)
 			coll.Close()
 			if err != nil {
 				return err
 			}
+			events += rep.Events
+			dropped += rep.Dropped
 			profiled[i] = append(profiled[i], d)
 			if i == 0 {
 				profiledCPU = append(profiledCPU, cpu)
@@ -177,7 +178,7 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 			}
 		}
 		if strace != "" {
-			d, _, err := once(nil, []string{strace, "-f", "-qq", "-o", "/dev/null"})
+			d, _, _, err := once(nil, []string{strace, "-f", "-qq", "-o", "/dev/null"})
 			if err != nil {
 				return err
 			}
@@ -232,11 +233,8 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 	// machine. The statistics are on only for this one profiled run (they
 	// add two clock reads to every program run).
 	exitPerEvent, err := exitCost(func(coll *audit.Collector) (int64, error) {
-		before := events
-		_, _, err := once(coll, nil)
-		n := events - before
-		events -= n // not one of the measured runs
-		return n, err
+		_, _, rep, err := once(coll, nil)
+		return rep.Events, err
 	})
 	if err != nil {
 		return err
