@@ -23,8 +23,9 @@
  *   tester reconnect     a non-blocking connect whose SYN is dropped (full accept
  *                        queue), connect again (EALREADY), then close
  *   tester flipconnect P Q N
- *                        N connects to one address whose port another thread keeps
- *                        flipping between P and Q: only the kernel's copy says which
+ *                        N or more connects to one address whose port another thread
+ *                        keeps flipping between P and Q: only the kernel's copy says
+ *                        which; prints "connected C refused R"
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -33,6 +34,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -315,33 +317,46 @@ static int reconnect(void)
 }
 
 static struct sockaddr_in flipped;
-static volatile int flipping = 1;
+static volatile int flipping = 1, flips;
 
 static void *flipper(void *ports)
 {
 	const int *p = ports;
-	for (unsigned i = 0; flipping; i++)
+	for (unsigned i = 0; flipping; i++) {
 		*(volatile unsigned short *)&flipped.sin_port = htons(p[i & 1]);
+		flips = 1;
+	}
 	return NULL;
 }
 
 /* Blocking connects whose address changes under them, for the test that the
  * collector reports the address the kernel used, not what memory holds
- * afterwards. */
+ * afterwards. It connects at least n times and until both ports have been
+ * used (the flipper thread may not be scheduled for a while on a busy
+ * machine), then prints how many connects succeeded and how many were
+ * refused: the outcome says which port the kernel used. */
 static int flipconnect(int p, int q, int n)
 {
 	int ports[2] = {p, q};
 	flipped = v4("127.0.0.1", p);
 	pthread_t t;
 	must(pthread_create(&t, NULL, flipper, ports) == 0, "pthread_create");
-	for (int i = 0; i < n; i++) {
+	while (!flips)
+		sched_yield();
+	int connected = 0, refused = 0;
+	for (int i = 0; i < n || !connected || !refused; i++) {
+		must(i < 1000 * n, "connects to both ports");
 		int c = socket(AF_INET, SOCK_STREAM, 0);
 		must(c >= 0, "socket");
-		connect(c, (struct sockaddr *)&flipped, sizeof(flipped));
+		if (connect(c, (struct sockaddr *)&flipped, sizeof(flipped)) == 0)
+			connected++;
+		else if (errno == ECONNREFUSED)
+			refused++;
 		close(c);
 	}
 	flipping = 0;
 	pthread_join(t, NULL);
+	printf("connected %d refused %d\n", connected, refused);
 	return 0;
 }
 
