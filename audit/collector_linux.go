@@ -120,9 +120,15 @@ func Open(cfg Config) (*Collector, error) {
 	// One decoding of the kernel's BTF serves the check and the load.
 	kernelBTF := btf.NewCache()
 	c.build = "raw_tracepoint"
-	if !cfg.RawTracepoints && haveRdonlyCast(kernelBTF) {
+	if !cfg.RawTracepoints && haveBTFBuildNeeds(kernelBTF) {
 		c.build = "tp_btf"
 		spec.Programs[collector.BPFProgGhSysExit] = spec.Programs[collector.BPFProgGhSysExitBtf]
+	} else {
+		// Only the tp_btf build uses the cgroup-storage cache of matches,
+		// a map type older kernels cannot create: a one-entry array
+		// stands in for it.
+		m := spec.Maps[collector.BPFMapCgrpMatches]
+		m.Type, m.KeySize, m.MaxEntries, m.Flags = ebpf.Array, 4, 1, 0
 	}
 	if err := spec.LoadAndAssign(&c.objs, &ebpf.CollectionOptions{Cache: kernelBTF}); err != nil {
 		var ve *ebpf.VerifierError
@@ -758,13 +764,19 @@ func (o *objects) Close() error {
 	return errors.Join(errs...)
 }
 
-// haveRdonlyCast reports whether the kernel has the bpf_rdonly_cast kfunc
-// (Linux 6.2), which the tp_btf exit program needs.
-func haveRdonlyCast(cache *btf.Cache) bool {
+// haveBTFBuildNeeds reports whether the kernel has what the tp_btf exit
+// program needs (both Linux 6.2): the bpf_rdonly_cast kfunc and cgroup
+// local storage (its helper stands for the map type).
+func haveBTFBuildNeeds(cache *btf.Cache) bool {
 	spec, err := cache.Kernel()
 	if err != nil {
 		return false
 	}
-	var fn *btf.Func
-	return spec.TypeByName("bpf_rdonly_cast", &fn) == nil
+	for _, name := range []string{"bpf_rdonly_cast", "bpf_cgrp_storage_get"} {
+		var fn *btf.Func
+		if spec.TypeByName(name, &fn) != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -314,6 +314,52 @@ __attribute__((noinline)) int gh_match_walk(struct match *m, __u64 cg, __u64 gen
 	return m->n;
 }
 
+/*
+ * The tp_btf build (6.2+) keeps the same cache in the cgroup itself
+ * (cgroup local storage): a lookup through the task's css_set, where the
+ * hash map needs the cgroup id (a helper call) and a hashed bucket walk.
+ * Like the id, the cgroup the storage hangs off cannot go stale: a task
+ * that moves reaches its new cgroup's storage. The raw build's loader
+ * replaces this map by a placeholder (the map type is 6.2+ too).
+ *
+ * A cgroup's entry is read and written in place by programs on every CPU,
+ * so seq works as a sequence lock: twice the generation m was computed
+ * against, odd while a program writes m. A reader uses m only if seq was
+ * what it wanted before and after its copy (x86 keeps loads in order, and
+ * stores too); a writer takes the odd value with a compare-and-swap, and a
+ * program that finds the entry locked walks without caching.
+ */
+struct cgrp_match {
+	__u64 seq;
+	struct match m;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct cgrp_match);
+} cgrp_matches SEC(".maps");
+
+/* A miss in a cgroup's storage: walks the current task's cgroup and its
+ * ancestors into m and caches the result in c for generation gen. A global
+ * function for the same stack reason as gh_match_walk. */
+__attribute__((noinline)) int gh_match_walk_into(struct cgrp_match *c, struct match *m, __u64 gen)
+{
+	if (!c || !m)
+		return 0;
+	struct match fresh = {};
+	bpf_loop(GH_CGROUP_LEVELS, current_level, &fresh, 0);
+	*m = fresh;
+	__u64 seq = c->seq;
+	if (!(seq & 1) && __sync_val_compare_and_swap(&c->seq, seq, seq | 1) == seq) {
+		c->m = fresh;
+		asm volatile("" ::: "memory");
+		c->seq = gen << 1;
+	}
+	return fresh.n;
+}
+
 /* Sessions of the current task: its cgroup and every ancestor. */
 static __always_inline int current_match(struct match *m)
 {
@@ -329,6 +375,35 @@ static __always_inline int current_match(struct match *m)
 		return m->n;
 	}
 	return gh_match_walk(m, cg, gen);
+}
+
+/* Sessions of the current task, for the tp_btf build: current_match with
+ * the cache in cgroup local storage. Fresh storage is zeroed, which says
+ * "no sessions" at generation 0: right, since user space bumps the
+ * generation before the first target can match. */
+static __always_inline int current_match_btf(struct match *m)
+{
+	__u32 zero = 0;
+	__u64 *genp = bpf_map_lookup_elem(&targets_gen, &zero);
+	if (!genp)
+		return 0;
+	__u64 want = *genp << 1;
+	struct cgroup *cg = bpf_get_current_task_btf()->cgroups->dfl_cgrp;
+	struct cgrp_match *c = bpf_cgrp_storage_get(&cgrp_matches, cg, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c)
+		return current_match(m);
+	if (c->seq == want) {
+		*m = c->m;
+		asm volatile("" ::: "memory");
+		if (*(volatile __u64 *)&c->seq == want)
+			return m->n;
+	}
+	return gh_match_walk_into(c, m, want >> 1);
+}
+
+static __always_inline int match_current(struct match *m, const int btf)
+{
+	return btf ? current_match_btf(m) : current_match(m);
 }
 
 struct cgwalk {
@@ -1478,7 +1553,7 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 		 * read of the task, before the target lookup every process on
 		 * the host would otherwise pay for them. */
 		if (in_compat(current_task(btf), btf)) {
-			if (current_match(&in.m))
+			if (match_current(&in.m, btf))
 				gh_report_compat(nr, &in.m);
 			return 0;
 		}
@@ -1488,7 +1563,7 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 	/* A successful exec is reported by sched_process_exec. */
 	if ((nr == NR_execve || nr == NR_execveat) && ret == 0)
 		return 0;
-	if (!current_match(&in.m))
+	if (!match_current(&in.m, btf))
 		return 0;
 	/* Only now: most calls that get this far are an unobserved
 	 * process's. */

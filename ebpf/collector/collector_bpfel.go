@@ -36,6 +36,19 @@ type BPFCaptured struct {
 	Addr   [16]uint8
 }
 
+type BPFCgrpMatch struct {
+	_   structs.HostLayout
+	Seq uint64
+	M   struct {
+		_    structs.HostLayout
+		Sess [4]uint32
+		Slot [4]uint32
+		N    uint16
+		_    [2]byte
+	}
+	_ [4]byte
+}
+
 type BPFEvbuf struct {
 	_    structs.HostLayout
 	Data [32768]uint8
@@ -96,6 +109,7 @@ type BPFPendingConnect struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	BPFMapCaptured        = "captured"
+	BPFMapCgrpMatches     = "cgrp_matches"
 	BPFMapCompatSeen      = "compat_seen"
 	BPFMapDrops           = "drops"
 	BPFMapEvbufs          = "evbufs"
@@ -187,6 +201,7 @@ type BPFProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BPFMapSpecs struct {
 	Captured        *ebpf.MapSpec `ebpf:"captured"`
+	CgrpMatches     *ebpf.MapSpec `ebpf:"cgrp_matches"`
 	CompatSeen      *ebpf.MapSpec `ebpf:"compat_seen"`
 	Drops           *ebpf.MapSpec `ebpf:"drops"`
 	Evbufs          *ebpf.MapSpec `ebpf:"evbufs"`
@@ -230,6 +245,7 @@ func (o *BPFObjects) Close() error {
 // It can be passed to LoadBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BPFMaps struct {
 	Captured        *ebpf.Map `ebpf:"captured"`
+	CgrpMatches     *ebpf.Map `ebpf:"cgrp_matches"`
 	CompatSeen      *ebpf.Map `ebpf:"compat_seen"`
 	Drops           *ebpf.Map `ebpf:"drops"`
 	Evbufs          *ebpf.Map `ebpf:"evbufs"`
@@ -246,6 +262,7 @@ type BPFMaps struct {
 func (m *BPFMaps) Close() error {
 	return _BPFClose(
 		m.Captured,
+		m.CgrpMatches,
 		m.CompatSeen,
 		m.Drops,
 		m.Evbufs,
