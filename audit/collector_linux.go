@@ -464,6 +464,9 @@ func (c *Collector) release(s *session) {
 func (c *Collector) read() {
 	defer close(c.readerDone)
 	var rec ringbuf.Record
+	// Reused for every record: decoding allocates nothing for them.
+	var r record
+	names := newInterner()
 	c.rd.SetDeadline(time.Now().Add(pollInterval))
 	for {
 		if err := c.rd.ReadInto(&rec); err != nil {
@@ -477,13 +480,15 @@ func (c *Collector) read() {
 			}
 			continue
 		}
-		c.handle(rec.RawSample)
+		c.handle(rec.RawSample, &r, names)
 	}
 }
 
-func (c *Collector) handle(raw []byte) {
+// handle decodes raw into r and delivers it to its sessions, with paths
+// from names.
+func (c *Collector) handle(raw []byte, r *record, names *interner) {
 	c.events.Add(1)
-	r, err := decodeRecord(raw)
+	err := decodeRecord(raw, r)
 	sessions := *c.sessions.Load()
 	if err != nil {
 		c.decodeErrors.Add(1)
@@ -504,7 +509,7 @@ func (c *Collector) handle(raw []byte) {
 	}
 	for _, id := range r.Sess {
 		if s := sessions[id]; s != nil {
-			s.deliver(&r)
+			s.deliver(r, names)
 		}
 	}
 }
@@ -584,7 +589,7 @@ type session struct {
 	stopErr  error
 }
 
-func (s *session) deliver(r *record) {
+func (s *session) deliver(r *record, names *interner) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
@@ -613,7 +618,7 @@ func (s *session) deliver(r *record) {
 			return
 		}
 	}
-	ev := r.toEvent(&s.scratch, s.c.wallTime)
+	ev := r.toEvent(&s.scratch, s.c.wallTime, names)
 	if ev == nil {
 		return
 	}

@@ -102,16 +102,19 @@ var errMalformed = errors.New("malformed record")
 // record is one decoded ring buffer record, before it is turned into a
 // portable event.
 type record struct {
-	KTime  uint64
-	Kind   uint32
-	PID    uint32
-	TID    uint32
-	PPID   uint32
-	UID    uint32
-	Flags  uint32
-	Ret    int64
-	Arg    uint64
+	KTime uint64
+	Kind  uint32
+	PID   uint32
+	TID   uint32
+	PPID  uint32
+	UID   uint32
+	Flags uint32
+	Ret   int64
+	Arg   uint64
+	// Sess aliases sess, the record's own storage: decoding into a
+	// reused record allocates nothing for it.
 	Sess   []uint32
+	sess   [maxSess]uint32
 	NR     uint16
 	Family uint16
 	Port   uint16
@@ -121,16 +124,16 @@ type record struct {
 	Str    [numStrings][]byte
 }
 
-// decodeRecord parses raw, which is untrusted in the sense that it must
-// never make the decoder panic or allocate without bound. The strings of
-// the returned record alias raw.
-func decodeRecord(raw []byte) (record, error) {
-	var r record
+// decodeRecord parses raw into r, replacing what r held. raw is untrusted
+// in the sense that it must never make the decoder panic or allocate
+// without bound. The strings of r alias raw.
+func decodeRecord(raw []byte, r *record) error {
+	*r = record{}
 	if len(raw) < headerSize {
-		return r, fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", errMalformed, len(raw), headerSize)
+		return fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", errMalformed, len(raw), headerSize)
 	}
 	if len(raw) > maxRecord {
-		return r, fmt.Errorf("%w: %d bytes exceeds the limit of %d", errMalformed, len(raw), maxRecord)
+		return fmt.Errorf("%w: %d bytes exceeds the limit of %d", errMalformed, len(raw), maxRecord)
 	}
 	le := binary.LittleEndian
 	r.KTime = le.Uint64(raw[0:])
@@ -144,9 +147,9 @@ func decodeRecord(raw []byte) (record, error) {
 	r.Arg = le.Uint64(raw[40:])
 	nsess := int(le.Uint16(raw[64:]))
 	if nsess > maxSess {
-		return r, fmt.Errorf("%w: %d sessions exceeds the limit of %d", errMalformed, nsess, maxSess)
+		return fmt.Errorf("%w: %d sessions exceeds the limit of %d", errMalformed, nsess, maxSess)
 	}
-	r.Sess = make([]uint32, nsess)
+	r.Sess = r.sess[:nsess]
 	for i := range r.Sess {
 		r.Sess[i] = le.Uint32(raw[48+4*i:])
 	}
@@ -157,18 +160,18 @@ func decodeRecord(raw []byte) (record, error) {
 	r.Proto = le.Uint16(raw[82:])
 	copy(r.Addr[:], raw[84:100])
 	if r.Kind < evFork || r.Kind > evCompat {
-		return r, fmt.Errorf("%w: unknown kind %d", errMalformed, r.Kind)
+		return fmt.Errorf("%w: unknown kind %d", errMalformed, r.Kind)
 	}
 	off := headerSize
 	for i := range numStrings {
 		n := int(le.Uint16(raw[68+2*i:]))
 		if n > len(raw)-off {
-			return r, fmt.Errorf("%w: string %d of %d bytes overruns the %d-byte record", errMalformed, i, n, len(raw))
+			return fmt.Errorf("%w: string %d of %d bytes overruns the %d-byte record", errMalformed, i, n, len(raw))
 		}
 		r.Str[i] = raw[off : off+n : off+n]
 		off += n
 	}
-	return r, nil
+	return nil
 }
 
 // pathTruncated reports whether a path of r was cut by the BPF side (too
@@ -183,10 +186,10 @@ func (r *record) pathTruncated() bool {
 }
 
 // toEvent turns r into a portable event in ev, whose previous content it
-// replaces, with times converted by clock; it returns ev. It returns nil
-// for records that describe nothing the receipt records (a netlink bind,
-// say).
-func (r *record) toEvent(ev *profiling.Event, clock func(uint64) time.Time) *profiling.Event {
+// replaces, with times converted by clock and paths taken from names (nil:
+// fresh strings); it returns ev. It returns nil for records that describe
+// nothing the receipt records (a netlink bind, say).
+func (r *record) toEvent(ev *profiling.Event, clock func(uint64) time.Time, names *interner) *profiling.Event {
 	*ev = profiling.Event{
 		PID:  int64(r.PID),
 		PPID: int64(r.PPID),
@@ -212,14 +215,14 @@ func (r *record) toEvent(ev *profiling.Event, clock func(uint64) time.Time) *pro
 			ev.ExitCode = (status >> 8) & 0xff
 		}
 	case evSyscall:
-		return r.syscallEvent(ev)
+		return r.syscallEvent(ev, names)
 	default:
 		return nil
 	}
 	return ev
 }
 
-func (r *record) syscallEvent(ev *profiling.Event) *profiling.Event {
+func (r *record) syscallEvent(ev *profiling.Event, names *interner) *profiling.Event {
 	if r.Ret < 0 {
 		ev.Errno = errnoName(-r.Ret)
 	}
@@ -229,7 +232,7 @@ func (r *record) syscallEvent(ev *profiling.Event) *profiling.Event {
 			return nil // reported by sched_process_exec
 		}
 		ev.Kind = profiling.KindExecFailed
-		ev.Exe = r.path(0)
+		ev.Exe = r.path(0, names)
 		return ev
 	case sysConnect, sysBind, sysListen, sysAccept, sysAccept4, sysSendto, sysSendmsg, sysSendmmsg:
 		return r.netEvent(ev)
@@ -237,7 +240,7 @@ func (r *record) syscallEvent(ev *profiling.Event) *profiling.Event {
 		return nil
 	}
 	ev.Kind = profiling.KindFile
-	ev.Path = r.path(0)
+	ev.Path = r.path(0, names)
 	switch r.NR {
 	case sysOpen, sysCreat, sysOpenat, sysOpenat2:
 		ev.Op = openOp(r.Arg, r.Flags&flagNotReg0 != 0)
@@ -253,9 +256,9 @@ func (r *record) syscallEvent(ev *profiling.Event) *profiling.Event {
 	case sysMkdir, sysMkdirat:
 		ev.Op = receipt.OpMkdir
 	case sysRename, sysRenameat, sysRenameat2:
-		ev.Op, ev.Target = receipt.OpRename, r.path(2)
+		ev.Op, ev.Target = receipt.OpRename, r.path(2, names)
 	case sysLink, sysLinkat:
-		ev.Op, ev.Target = receipt.OpLink, r.path(2)
+		ev.Op, ev.Target = receipt.OpLink, r.path(2, names)
 	case sysSymlink, sysSymlinkat:
 		ev.Op, ev.Target = receipt.OpSymlink, string(r.Str[2])
 	case sysChmod, sysFchmod, sysFchmodat, sysFchmodat2:
@@ -281,13 +284,14 @@ func openOp(flags uint64, notRegular bool) string {
 	return receipt.OpRead
 }
 
-// path returns string i as an absolute path: as the kernel resolved it, or
-// joined to its base directory (string i+1) when it was relative.
-func (r *record) path(i int) string {
-	p := string(r.Str[i])
+// path returns string i as an absolute path: as the kernel resolved it
+// (from names), or joined to its base directory (string i+1) when it was
+// relative.
+func (r *record) path(i int, names *interner) string {
 	if i == 0 && r.Flags&flagResolved0 != 0 {
-		return p
+		return names.str(r.Str[i])
 	}
+	p := string(r.Str[i])
 	if strings.HasPrefix(p, "/") {
 		return path.Clean(p)
 	}
@@ -373,4 +377,37 @@ func protocol(family, sotype, proto uint16) string {
 		}
 	}
 	return ""
+}
+
+// interner hands out one string per distinct short byte string it has
+// seen, so that a path a workload opens again and again is neither
+// allocated again nor, in the aggregator's map, compared byte by byte (Go
+// compares strings that share their bytes by pointer). It is bounded: it
+// keeps strings of at most internMaxLen bytes and forgets them all when it
+// holds internMax. A nil interner returns fresh strings. Not safe for
+// concurrent use: the collector's reader owns it.
+type interner struct {
+	m map[string]string
+}
+
+const (
+	internMax    = 4096
+	internMaxLen = 256
+)
+
+func newInterner() *interner { return &interner{m: make(map[string]string)} }
+
+func (in *interner) str(b []byte) string {
+	if in == nil || len(b) > internMaxLen {
+		return string(b)
+	}
+	if s, ok := in.m[string(b)]; ok {
+		return s
+	}
+	if len(in.m) >= internMax {
+		clear(in.m)
+	}
+	s := string(b)
+	in.m[s] = s
+	return s
 }

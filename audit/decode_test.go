@@ -1,12 +1,15 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"glasshouse.dev/glasshouse/core/profiling"
 	"glasshouse.dev/glasshouse/core/receipt"
@@ -201,14 +204,15 @@ var decodeCases = []struct {
 func TestDecode(t *testing.T) {
 	for _, c := range decodeCases {
 		t.Run(c.name, func(t *testing.T) {
-			r, err := decodeRecord(encode(c.rec))
+			var r record
+			err := decodeRecord(encode(c.rec), &r)
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
 			if !reflect.DeepEqual(r.Sess, c.rec.Sess) {
 				t.Errorf("sessions %v, want %v", r.Sess, c.rec.Sess)
 			}
-			got := r.toEvent(new(profiling.Event), clock)
+			got := r.toEvent(new(profiling.Event), clock, nil)
 			if !reflect.DeepEqual(got, c.want) {
 				t.Errorf("event\n got %+v\nwant %+v", got, c.want)
 			}
@@ -231,7 +235,7 @@ func TestDecodeRejects(t *testing.T) {
 	binary.LittleEndian.PutUint32(bad[8:], 99)
 	cases["unknown kind"] = bad
 	for name, raw := range cases {
-		if _, err := decodeRecord(raw); !errors.Is(err, errMalformed) {
+		if err := decodeRecord(raw, new(record)); !errors.Is(err, errMalformed) {
 			t.Errorf("%s: got %v, want errMalformed", name, err)
 		}
 	}
@@ -319,7 +323,8 @@ func FuzzDecodeRecord(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		r, err := decodeRecord(raw)
+		var r record
+		err := decodeRecord(raw, &r)
 		if err != nil {
 			return
 		}
@@ -330,9 +335,13 @@ func FuzzDecodeRecord(f *testing.F) {
 		if total > len(raw) || len(r.Sess) > maxSess {
 			t.Fatalf("decoded %d bytes of strings from %d", total, len(raw))
 		}
-		ev := r.toEvent(new(profiling.Event), clock)
+		ev := r.toEvent(new(profiling.Event), clock, nil)
 		if ev != nil && ev.Kind == profiling.KindFile && r.Flags&flagResolved0 == 0 && strings.HasPrefix(ev.Path, "/") && strings.Contains(ev.Path, "/../") {
 			t.Fatalf("path %q was not cleaned", ev.Path)
+		}
+		// Interned strings are the same strings.
+		if ev2 := r.toEvent(new(profiling.Event), clock, newInterner()); !reflect.DeepEqual(ev, ev2) {
+			t.Fatalf("with an interner: %+v, without: %+v", ev2, ev)
 		}
 		r.pathTruncated()
 	})
@@ -347,17 +356,41 @@ func FuzzParseCgroup2Mount(f *testing.F) {
 	})
 }
 
+// BenchmarkDecode decodes a resolved open as the collector's reader does:
+// into a reused record, with an interner.
 func BenchmarkDecode(b *testing.B) {
 	raw := encode(decodeCases[6].rec)
 	b.SetBytes(int64(len(raw)))
 	var ev profiling.Event
+	var r record
+	names := newInterner()
 	for b.Loop() {
-		r, err := decodeRecord(raw)
-		if err != nil {
+		if err := decodeRecord(raw, &r); err != nil {
 			b.Fatal(err)
 		}
-		if r.toEvent(&ev, clock) == nil {
+		if r.toEvent(&ev, clock, names) == nil {
 			b.Fatal("no event")
 		}
+	}
+}
+
+func TestInterner(t *testing.T) {
+	in := newInterner()
+	a, b := in.str([]byte("/usr/lib/python3.11/os.py")), in.str([]byte("/usr/lib/python3.11/os.py"))
+	if a != "/usr/lib/python3.11/os.py" || unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Errorf("the same bytes gave %q at %p and %q at %p, want one string", a, unsafe.StringData(a), b, unsafe.StringData(b))
+	}
+	long := bytes.Repeat([]byte("x"), internMaxLen+1)
+	if s := in.str(long); s != string(long) || len(in.m) != 1 {
+		t.Errorf("a %d-byte string: got %d bytes, interner holds %d strings, want it not kept", len(long), len(s), len(in.m))
+	}
+	for i := range internMax + 10 {
+		in.str([]byte(strconv.Itoa(i)))
+	}
+	if len(in.m) > internMax {
+		t.Errorf("interner holds %d strings, limit %d", len(in.m), internMax)
+	}
+	if s := (*interner)(nil).str([]byte("/x")); s != "/x" {
+		t.Errorf("nil interner gave %q", s)
 	}
 }
