@@ -380,9 +380,14 @@ static __always_inline int current_match(struct match *m)
 /* Sessions of the current task, for the tp_btf build: current_match with
  * the cache in cgroup local storage. Fresh storage is zeroed, which says
  * "no sessions" at generation 0: right, since user space bumps the
- * generation before the first target can match. */
-static __always_inline int current_match_btf(struct match *m)
+ * generation before the first target can match. A global function: the
+ * verifier walks task_struct's members to check the load of its late
+ * "cgroups" field, which took as long as the rest of the exit program
+ * when it was checked at each call site. */
+__attribute__((noinline)) int gh_current_match_btf(struct match *m)
 {
+	if (!m)
+		return 0;
 	__u32 zero = 0;
 	__u64 *genp = bpf_map_lookup_elem(&targets_gen, &zero);
 	if (!genp)
@@ -403,7 +408,7 @@ static __always_inline int current_match_btf(struct match *m)
 
 static __always_inline int match_current(struct match *m, const int btf)
 {
-	return btf ? current_match_btf(m) : current_match(m);
+	return btf ? gh_current_match_btf(m) : current_match(m);
 }
 
 struct cgwalk {
