@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Measures what the process backend costs a run, in one invocation:
 #   - wall time of `glasshouse run --backend process -- python3 -c pass`
-#     against bare `python3 -c pass`, interleaved, as medians and a ratio;
+#     against bare `python3 -c pass`, interleaved, as medians and a ratio,
+#     and the ratio of a Go program that does nothing but run the same
+#     command and wait (go-wrapper-ratio: the least any Go CLI costs);
 #   - what any CLI invocation pays before it does anything: /bin/true, a
 #     hello-world Go binary and `glasshouse version`, interleaved;
 #   - the engine alone (in-process, as the server runs it) against bare;

@@ -13,15 +13,31 @@ import (
 
 // BenchmarkRunOverhead measures the wall time of `glasshouse run --backend
 // process -- python3 -c pass` against bare `python3 -c pass`, interleaved so both see the same
-// machine load, and reports the medians and their ratio.
+// machine load, and reports the medians and their ratio. A third variant
+// is the least any Go CLI can cost: a static Go program that only runs
+// python3 -c pass as its child and waits (go-wrapper-ratio).
 func BenchmarkRunOverhead(b *testing.B) {
 	testenv.RequireRoot(b)
 	python := testenv.RequireBinary(b, "python3")
 	if p, err := exec.LookPath("/usr/bin/python3"); err == nil {
 		python = p // the interpreter the sandbox's clean PATH finds
 	}
-	bin := filepath.Join(b.TempDir(), "glasshouse")
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "glasshouse")
 	buildCLI(b, "-tags", "lean", "-o", bin)
+	wrapper := buildGo(b, dir, "wrapper", `package main
+
+import (
+	"os"
+	"os/exec"
+)
+
+func main() {
+	if exec.Command(os.Args[1], os.Args[2:]...).Run() != nil {
+		os.Exit(1)
+	}
+}
+`)
 	timeIt := func(name string, args ...string) time.Duration {
 		cmd := exec.Command(name, args...)
 		start := time.Now()
@@ -34,17 +50,38 @@ func BenchmarkRunOverhead(b *testing.B) {
 		timeIt(python, "-c", "pass")
 		timeIt(bin, "run", "--backend", "process", "--", "python3", "-c", "pass")
 	}
-	var bare, gh []time.Duration
+	var bare, gh, wrapped []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		bare = append(bare, timeIt(python, "-c", "pass"))
 		gh = append(gh, timeIt(bin, "run", "--backend", "process", "--", "python3", "-c", "pass"))
+		wrapped = append(wrapped, timeIt(wrapper, python, "-c", "pass"))
 	}
 	b.StopTimer()
-	mb, mg := median(bare), median(gh)
+	mb, mg, mw := median(bare), median(gh), median(wrapped)
 	b.ReportMetric(float64(mb.Microseconds())/1000, "bare-ms")
 	b.ReportMetric(float64(mg.Microseconds())/1000, "glasshouse-ms")
 	b.ReportMetric(float64(mg)/float64(mb), "ratio")
+	b.ReportMetric(float64(mw)/float64(mb), "go-wrapper-ratio")
+}
+
+// buildGo builds the Go program src, named name, statically in dir and
+// returns its path.
+func buildGo(b *testing.B, dir, name, src string) string {
+	b.Helper()
+	file := filepath.Join(dir, name+".go")
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", out, file)
+	build.Dir = dir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		b.Fatal(err)
+	}
+	return out
 }
 
 func median(d []time.Duration) time.Duration {
@@ -75,19 +112,9 @@ func buildCLI(b *testing.B, args ...string) {
 func BenchmarkStartup(b *testing.B) {
 	dir := b.TempDir()
 	bin, full := filepath.Join(dir, "glasshouse"), filepath.Join(dir, "glasshouse-full")
-	hello := filepath.Join(dir, "hello")
 	buildCLI(b, "-tags", "lean", "-o", bin)
 	buildCLI(b, "-o", full)
-	src := filepath.Join(dir, "hello.go")
-	if err := os.WriteFile(src, []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hi\\n\") }\n"), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-o", hello, src)
-	build.Dir = dir
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		b.Fatal(err)
-	}
+	hello := buildGo(b, dir, "hello", "package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hi\\n\") }\n")
 	truePath, err := exec.LookPath("true")
 	if err != nil {
 		b.Skip("no true binary")
