@@ -326,51 +326,45 @@ func TestNestedAndRootSessions(t *testing.T) {
 // "none"), then observed by itself, by its parent, by both, and by its
 // parent again.
 func TestMatchFollowsTargetChanges(t *testing.T) {
-	for _, build := range []struct {
-		name string
-		raw  bool
-	}{{"default", false}, {"raw_tracepoint", true}} {
-		t.Run(build.name, func(t *testing.T) {
-			f := setupBuild(t, build.raw)
-			parent := newGroup(t, "")
-			layout, _ := cgroup.Detect()
-			child := newGroup(t, strings.TrimPrefix(parent.Path(), layout.Unified+"/"))
-			const n = 200
-			for _, step := range []struct {
-				name    string
-				targets []*cgroup.Group
-			}{
-				{"none", nil},
-				{"child", []*cgroup.Group{child}},
-				{"parent", []*cgroup.Group{parent}},
-				{"both", []*cgroup.Group{parent, child}},
-				{"parent again", []*cgroup.Group{parent}},
-			} {
-				var recs []*recorder
-				var sessions []profiling.Session
-				for _, g := range step.targets {
-					rec := &recorder{}
-					s, err := f.coll.Start(context.Background(), profiling.Target{RunID: step.name, CgroupID: g.ID()}, rec)
-					if err != nil {
-						t.Fatalf("%s: Start: %v", step.name, err)
-					}
-					recs, sessions = append(recs, rec), append(sessions, s)
+	forEachBuild(t, func(t *testing.T, f *fixture) {
+		parent := newGroup(t, "")
+		layout, _ := cgroup.Detect()
+		child := newGroup(t, strings.TrimPrefix(parent.Path(), layout.Unified+"/"))
+		const n = 200
+		for _, step := range []struct {
+			name    string
+			targets []*cgroup.Group
+		}{
+			{"none", nil},
+			{"child", []*cgroup.Group{child}},
+			{"parent", []*cgroup.Group{parent}},
+			{"both", []*cgroup.Group{parent, child}},
+			{"parent again", []*cgroup.Group{parent}},
+		} {
+			var recs []*recorder
+			var sessions []profiling.Session
+			for _, g := range step.targets {
+				rec := &recorder{}
+				s, err := f.coll.Start(context.Background(), profiling.Target{RunID: step.name, CgroupID: g.ID()}, rec)
+				if err != nil {
+					t.Fatalf("%s: Start: %v", step.name, err)
 				}
-				cmd := exec.Command(f.tester, "spin", fmt.Sprint(n))
-				runIn(t, child, cmd)
-				pid := int64(cmd.Process.Pid)
-				for i, s := range sessions {
-					if _, err := s.Stop(context.Background()); err != nil {
-						t.Fatalf("%s: Stop: %v", step.name, err)
-					}
-					got := recs[i].count(func(ev *profiling.Event) bool { return isOpen(ev) && ev.PID == pid })
-					if got != n {
-						t.Errorf("%s: session %d of %d saw %d opens, want %d", step.name, i+1, len(sessions), got, n)
-					}
+				recs, sessions = append(recs, rec), append(sessions, s)
+			}
+			cmd := exec.Command(f.tester, "spin", fmt.Sprint(n))
+			runIn(t, child, cmd)
+			pid := int64(cmd.Process.Pid)
+			for i, s := range sessions {
+				if _, err := s.Stop(context.Background()); err != nil {
+					t.Fatalf("%s: Stop: %v", step.name, err)
+				}
+				got := recs[i].count(func(ev *profiling.Event) bool { return isOpen(ev) && ev.PID == pid })
+				if got != n {
+					t.Errorf("%s: session %d of %d saw %d opens, want %d", step.name, i+1, len(sessions), got, n)
 				}
 			}
-		})
-	}
+		}
+	})
 }
 
 func inode(t *testing.T, path string) uint64 {

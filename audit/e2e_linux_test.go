@@ -74,6 +74,17 @@ func setup(t *testing.T) *fixture {
 	return setupBuild(t, false)
 }
 
+// forEachBuild runs test as a subtest on each build of the syscall exit
+// program: the one Open picks, and the raw tracepoint build.
+func forEachBuild(t *testing.T, test func(t *testing.T, f *fixture)) {
+	for _, build := range []struct {
+		name string
+		raw  bool
+	}{{"default", false}, {"raw_tracepoint", true}} {
+		t.Run(build.name, func(t *testing.T) { test(t, setupBuild(t, build.raw)) })
+	}
+}
+
 // setupBuild returns the fixture whose collector loads the raw tracepoint
 // build of the syscall exit program if raw, else the build Open picks.
 func setupBuild(t *testing.T, raw bool) *fixture {
@@ -373,12 +384,7 @@ func freePort(t *testing.T, network string) int {
 
 // Both builds of the syscall exit program must give the same receipts.
 func TestGoldenReceipts(t *testing.T) {
-	for _, build := range []struct {
-		name string
-		raw  bool
-	}{{"default", false}, {"raw_tracepoint", true}} {
-		t.Run(build.name, func(t *testing.T) { testGoldenReceipts(t, setupBuild(t, build.raw)) })
-	}
+	forEachBuild(t, testGoldenReceipts)
 }
 
 func testGoldenReceipts(t *testing.T, f *fixture) {
@@ -420,45 +426,40 @@ func testGoldenReceipts(t *testing.T, f *fixture) {
 // inline come out exactly; a path deeper than the walk goes, or longer than
 // a record holds, keeps its deepest components and is reported as cut.
 func TestPathWalk(t *testing.T) {
-	for _, build := range []struct {
-		name string
-		raw  bool
-	}{{"default", false}, {"raw_tracepoint", true}} {
-		t.Run(build.name, func(t *testing.T) {
-			r := setupBuild(t, build.raw).run(t, execution.NetworkNone, "paths")
-			if r.Outcome.ExitCode != 0 || len(r.Processes) == 0 {
-				t.Fatalf("tester paths: exit %d, %d processes", r.Outcome.ExitCode, len(r.Processes))
+	forEachBuild(t, func(t *testing.T, f *fixture) {
+		r := f.run(t, execution.NetworkNone, "paths")
+		if r.Outcome.ExitCode != 0 || len(r.Processes) == 0 {
+			t.Fatalf("tester paths: exit %d, %d processes", r.Outcome.ExitCode, len(r.Processes))
+		}
+		created := map[string]bool{}
+		for _, fl := range r.Files {
+			if fl.Op == receipt.OpCreate && fl.OK {
+				created[fl.Path] = true
 			}
-			created := map[string]bool{}
-			for _, fl := range r.Files {
-				if fl.Op == receipt.OpCreate && fl.OK {
-					created[fl.Path] = true
-				}
+		}
+		var want []string
+		dir := r.Processes[0].Cwd
+		for i, n := range []int{31, 32, 39, 40, 41, 255} {
+			dir += "/" + strings.Repeat(string(rune('a'+i)), n)
+			want = append(want, dir+"/f")
+		}
+		want = append(want,
+			strings.Repeat("/d", 95)+"/deep",                         // 96 components
+			strings.Repeat("/"+strings.Repeat("L", 250), 16)+"/long") // 16 * 251 + 5 bytes
+		for _, p := range want {
+			if !created[p] {
+				t.Errorf("no create of %.120q... (%d bytes)", p, len(p))
 			}
-			var want []string
-			dir := r.Processes[0].Cwd
-			for i, n := range []int{31, 32, 39, 40, 41, 255} {
-				dir += "/" + strings.Repeat(string(rune('a'+i)), n)
-				want = append(want, dir+"/f")
+		}
+		if t.Failed() {
+			for p := range created {
+				t.Logf("created %.120q... (%d bytes)", p, len(p))
 			}
-			want = append(want,
-				strings.Repeat("/d", 95)+"/deep",                         // 96 components
-				strings.Repeat("/"+strings.Repeat("L", 250), 16)+"/long") // 16 * 251 + 5 bytes
-			for _, p := range want {
-				if !created[p] {
-					t.Errorf("no create of %.120q... (%d bytes)", p, len(p))
-				}
-			}
-			if t.Failed() {
-				for p := range created {
-					t.Logf("created %.120q... (%d bytes)", p, len(p))
-				}
-			}
-			if r.Profiling.Status != receipt.StatusPartial || !strings.Contains(r.Profiling.Reason, "too long or too deep") {
-				t.Errorf("profiling %s (%q), want partial: paths were cut", r.Profiling.Status, r.Profiling.Reason)
-			}
-		})
-	}
+		}
+		if r.Profiling.Status != receipt.StatusPartial || !strings.Contains(r.Profiling.Reason, "too long or too deep") {
+			t.Errorf("profiling %s (%q), want partial: paths were cut", r.Profiling.Status, r.Profiling.Reason)
+		}
+	})
 }
 
 // The newcomer's view: a Python urllib request gives a receipt that shows
