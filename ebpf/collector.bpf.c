@@ -380,7 +380,9 @@ static __always_inline int current_match(struct match *m)
 /* Sessions of the current task, for the tp_btf build: current_match with
  * the cache in cgroup local storage. Fresh storage is zeroed, which says
  * "no sessions" at generation 0: right, since user space bumps the
- * generation before the first target can match. A global function: the
+ * generation when it adds a target, before Start returns and so before
+ * the target's workload runs (as the hash's entries at generation 0
+ * are). A global function: the
  * verifier walks task_struct's members to check the load of its late
  * "cgroups" field, which took as long as the rest of the exit program
  * when it was checked at each call site. */
