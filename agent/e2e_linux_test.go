@@ -423,7 +423,7 @@ func TestE2EAgent(t *testing.T) {
 	var metrics bytes.Buffer
 	metrics.ReadFrom(resp.Body)
 	resp.Body.Close()
-	for _, m := range []string{`glasshouse_agent_policy_violations_total{rule="no-network/network",severity="deny"} 2`, "glasshouse_agent_events_total", "glasshouse_agent_dropped_events_total 0"} {
+	for _, m := range []string{`glasshouse_agent_policy_violations_total{rule="no-network/network",severity="deny"} 2`, "glasshouse_agent_events_total", "glasshouse_agent_dropped_events_total 0", "glasshouse_agent_syscall_exit_runs_total"} {
 		if !strings.Contains(metrics.String(), m) {
 			t.Errorf("metrics lack %q", m)
 		}

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -15,6 +17,12 @@ type CollectorStats struct {
 	DecodeErrors uint64
 	// RecursionMisses counts BPF program runs the kernel skipped.
 	RecursionMisses uint64
+	// SyscallExitTime and SyscallExitRuns are the syscall exit program's
+	// own run time and runs, counted by the kernel only while its BPF
+	// statistics are on (sysctl kernel.bpf_stats_enabled=1): the
+	// collector's cost to every process on the host.
+	SyscallExitTime time.Duration
+	SyscallExitRuns uint64
 }
 
 // metrics are the agent's Prometheus metrics, on their own registry.
@@ -119,6 +127,14 @@ func newMetrics(stats func() CollectorStats) *metrics {
 				Name: "glasshouse_agent_bpf_recursion_misses_total",
 				Help: "Collector program runs the kernel skipped because the program was already running on that CPU.",
 			}, func() float64 { return float64(stats().RecursionMisses) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "glasshouse_agent_syscall_exit_seconds_total",
+				Help: "Run time of the collector's syscall exit program, which runs at every syscall on the host; counted only while sysctl kernel.bpf_stats_enabled=1.",
+			}, func() float64 { return stats().SyscallExitTime.Seconds() }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "glasshouse_agent_syscall_exit_runs_total",
+				Help: "Runs of the collector's syscall exit program; counted only while sysctl kernel.bpf_stats_enabled=1.",
+			}, func() float64 { return float64(stats().SyscallExitRuns) }),
 		)
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

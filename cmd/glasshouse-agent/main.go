@@ -189,7 +189,8 @@ func serve(log *slog.Logger, o options, sel *agent.Selection, pol *policy.Policy
 	closers = append(closers, col.Close)
 	stats := func() agent.CollectorStats {
 		s := col.Stats()
-		return agent.CollectorStats{Events: s.Events, Dropped: s.Dropped, DecodeErrors: s.DecodeErrors, RecursionMisses: s.RecursionMisses}
+		return agent.CollectorStats{Events: s.Events, Dropped: s.Dropped, DecodeErrors: s.DecodeErrors, RecursionMisses: s.RecursionMisses,
+			SyscallExitTime: s.ExitRunTime, SyscallExitRuns: s.ExitRuns}
 	}
 
 	a, err := agent.New(agent.Config{
