@@ -3,7 +3,9 @@
 #   - wall time of `glasshouse run --backend process -- python3 -c pass`
 #     against bare `python3 -c pass`, interleaved, as medians and a ratio,
 #     and the ratio of a Go program that does nothing but run the same
-#     command and wait (go-wrapper-ratio: the least any Go CLI costs);
+#     command and wait (go-wrapper-ratio: the least any Go CLI costs),
+#     and of the same program in C (c-wrapper-ratio: the least any parent
+#     process costs);
 #   - what any CLI invocation pays before it does anything: /bin/true, a
 #     hello-world Go binary and `glasshouse version`, interleaved;
 #   - the engine alone (in-process, as the server runs it) against bare;

@@ -15,7 +15,10 @@ import (
 // process -- python3 -c pass` against bare `python3 -c pass`, interleaved so both see the same
 // machine load, and reports the medians and their ratio. A third variant
 // is the least any Go CLI can cost: a static Go program that only runs
-// python3 -c pass as its child and waits (go-wrapper-ratio).
+// python3 -c pass as its child and waits (go-wrapper-ratio). A fourth is
+// the same program in C (c-wrapper-ratio, when gcc is installed): the
+// least any parent process costs, which tells the Go runtime's share
+// apart from process creation's.
 func BenchmarkRunOverhead(b *testing.B) {
 	testenv.RequireRoot(b)
 	python := testenv.RequireBinary(b, "python3")
@@ -38,6 +41,21 @@ func main() {
 	}
 }
 `)
+	cWrapper := buildC(b, dir, "cwrapper", `#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+	pid_t pid = fork();
+	if (pid == 0) {
+		execv(argv[1], argv + 1);
+		_exit(127);
+	}
+	int status;
+	if (pid < 0 || waitpid(pid, &status, 0) < 0)
+		return 1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+`)
 	timeIt := func(name string, args ...string) time.Duration {
 		cmd := exec.Command(name, args...)
 		start := time.Now()
@@ -50,15 +68,21 @@ func main() {
 		timeIt(python, "-c", "pass")
 		timeIt(bin, "run", "--backend", "process", "--", "python3", "-c", "pass")
 	}
-	var bare, gh, wrapped []time.Duration
+	var bare, gh, wrapped, cWrapped []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		bare = append(bare, timeIt(python, "-c", "pass"))
 		gh = append(gh, timeIt(bin, "run", "--backend", "process", "--", "python3", "-c", "pass"))
 		wrapped = append(wrapped, timeIt(wrapper, python, "-c", "pass"))
+		if cWrapper != "" {
+			cWrapped = append(cWrapped, timeIt(cWrapper, python, "-c", "pass"))
+		}
 	}
 	b.StopTimer()
 	mb, mg, mw := median(bare), median(gh), median(wrapped)
+	if cWrapper != "" {
+		b.ReportMetric(float64(median(cWrapped))/float64(mb), "c-wrapper-ratio")
+	}
 	b.ReportMetric(float64(mb.Microseconds())/1000, "bare-ms")
 	b.ReportMetric(float64(mg.Microseconds())/1000, "glasshouse-ms")
 	b.ReportMetric(float64(mg)/float64(mb), "ratio")
@@ -77,6 +101,27 @@ func buildGo(b *testing.B, dir, name, src string) string {
 	build := exec.Command("go", "build", "-o", out, file)
 	build.Dir = dir
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// buildC compiles the C program src, named name, statically in dir and
+// returns its path, or "" when gcc is not installed.
+func buildC(b *testing.B, dir, name, src string) string {
+	b.Helper()
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		return ""
+	}
+	file := filepath.Join(dir, name+".c")
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(dir, name)
+	build := exec.Command(gcc, "-static", "-O2", "-o", out, file)
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		b.Fatal(err)
