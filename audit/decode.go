@@ -59,8 +59,10 @@ const (
 	sysSymlink      = 88
 	sysChmod        = 90
 	sysFchmod       = 91
+	sysMknod        = 133
 	sysOpenat       = 257
 	sysMkdirat      = 258
+	sysMknodat      = 259
 	sysUnlinkat     = 263
 	sysRenameat     = 264
 	sysLinkat       = 265
@@ -68,6 +70,7 @@ const (
 	sysFchmodat     = 268
 	sysAccept4      = 288
 	sysSendmmsg     = 307
+	sysOpenByHandle = 304 // open_by_handle_at
 	sysRenameat2    = 316
 	sysExecveat     = 322
 	sysIOURingSetup = 425
@@ -242,8 +245,11 @@ func (r *record) syscallEvent(ev *profiling.Event, names *interner) *profiling.E
 	ev.Kind = profiling.KindFile
 	ev.Path = r.path(0, names)
 	switch r.NR {
-	case sysOpen, sysCreat, sysOpenat, sysOpenat2:
+	case sysOpen, sysCreat, sysOpenat, sysOpenat2, sysOpenByHandle:
 		ev.Op = openOp(r.Arg, r.Flags&flagNotReg0 != 0)
+	case sysMknod, sysMknodat:
+		// A regular file, FIFO, socket or device node: created either way.
+		ev.Op = receipt.OpCreate
 	case sysUnlink:
 		ev.Op = receipt.OpDelete
 	case sysUnlinkat:

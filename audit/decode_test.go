@@ -133,6 +133,26 @@ var decodeCases = []struct {
 		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpRead, Path: "/etc/shadow", Errno: "EACCES"},
 	},
 	{
+		name: "mknodat of a FIFO is a create",
+		rec:  record{Kind: evSyscall, NR: sysMknodat, Arg: 0o010644, PID: 7, Sess: []uint32{1}, Str: strs("fifo", "/w")},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpCreate, Path: "/w/fifo"},
+	},
+	{
+		name: "failed mknod",
+		rec:  record{Kind: evSyscall, NR: sysMknod, Ret: -17, Arg: 0o100644, PID: 7, Sess: []uint32{1}, Str: strs("/w/node")},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpCreate, Path: "/w/node", Errno: "EEXIST"},
+	},
+	{
+		name: "open_by_handle_at names the file opened",
+		rec:  record{Kind: evSyscall, NR: sysOpenByHandle, Ret: 4, Arg: 2, Flags: flagResolved0, PID: 7, Sess: []uint32{1}, Str: strs("/etc/shadow")},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpWrite, Path: "/etc/shadow"},
+	},
+	{
+		name: "refused open_by_handle_at names its mount's directory",
+		rec:  record{Kind: evSyscall, NR: sysOpenByHandle, Ret: -1, PID: 7, Sess: []uint32{1}, Str: strs("", "/w")},
+		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpRead, Path: "/w", Errno: "EPERM"},
+	},
+	{
 		name: "rename with both bases",
 		rec:  record{Kind: evSyscall, NR: sysRenameat2, PID: 7, Sess: []uint32{1}, Str: strs("a", "/w", "b", "/w/d")},
 		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpRename, Path: "/w/a", Target: "/w/d/b"},

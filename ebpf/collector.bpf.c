@@ -93,8 +93,10 @@ const struct gh_target *unused_target __attribute__((unused));
 #define NR_symlink 88
 #define NR_chmod 90
 #define NR_fchmod 91
+#define NR_mknod 133
 #define NR_openat 257
 #define NR_mkdirat 258
+#define NR_mknodat 259
 #define NR_unlinkat 263
 #define NR_renameat 264
 #define NR_linkat 265
@@ -102,6 +104,7 @@ const struct gh_target *unused_target __attribute__((unused));
 #define NR_fchmodat 268
 #define NR_accept4 288
 #define NR_sendmmsg 307
+#define NR_open_by_handle_at 304
 #define NR_renameat2 316
 #define NR_execveat 322
 #define NR_io_uring_setup 425
@@ -854,14 +857,16 @@ static __always_inline __u32 put_base(struct evbuf *b, __u32 p, int slot, struct
 
 /*
  * Appends a user path as string slot and, when it is relative, the
- * directory it is relative to as slot+1.
+ * directory it is relative to as slot+1. With no user path (uptr 0), just
+ * that directory.
  */
 static __always_inline __u32 put_user_path_body(struct evbuf *b, __u32 p, __u32 slot, long dfd, __u64 uptr, const int btf)
 {
 	if (!b || slot + 1 >= GH_NSTR)
 		return p;
 	__u32 start = p;
-	p = put_user_str(b, p, slot, (const void *)uptr);
+	if (uptr)
+		p = put_user_str(b, p, slot, (const void *)uptr);
 	__u8 first = 0;
 	if (p > start && start <= GH_STR_AREA_END)
 		first = b->data[str_off(start)]; /* a mask clang cannot drop */
@@ -1153,6 +1158,7 @@ static __always_inline int traced64(long nr)
 {
 	switch (nr) {
 	case NR_open: case NR_creat: case NR_openat: case NR_openat2:
+	case NR_open_by_handle_at: case NR_mknod: case NR_mknodat:
 	case NR_execve: case NR_execveat:
 	case NR_unlink: case NR_unlinkat: case NR_rmdir: case NR_mkdir: case NR_mkdirat:
 	case NR_rename: case NR_renameat: case NR_renameat2:
@@ -1171,10 +1177,10 @@ static __always_inline int traced64(long nr)
 static __always_inline int traced32(long nr)
 {
 	switch (nr) {
-	case 5: case 8: case 9: case 10: case 11: case 15: case 38: case 39: case 40:
+	case 5: case 8: case 9: case 10: case 11: case 14: case 15: case 38: case 39: case 40:
 	case 83: case 92: case 93: case 94: case 102: case 193: case 194:
-	case 295: case 296: case 301: case 302: case 303: case 304: case 306:
-	case 345: case 353: case 358:
+	case 295: case 296: case 297: case 301: case 302: case 303: case 304: case 306:
+	case 342: case 345: case 353: case 358:
 	case 361: case 362: case 363: case 364: case 369: case 370:
 	case 425: case 437: case 452:
 		return 1;
@@ -1257,9 +1263,11 @@ __attribute__((noinline)) int gh_read_args(struct inflight *in, __u64 regs)
 
 /*
  * What a file syscall's record holds: s0 (+ s1, its base directory) is the
- * path operated on, either a file the kernel already opened (file) or a
- * user path relative to dfd0; s2 (+ s3) is the second path of rename and
- * link, or the verbatim content of a symlink (raw2).
+ * path operated on, either a file the kernel already opened (file), a
+ * user path relative to dfd0, or dfd0's directory itself (dir0: a failed
+ * open_by_handle_at, whose opaque handle names no path); s2 (+ s3) is the
+ * second path of rename and link, or the verbatim content of a symlink
+ * (raw2).
  */
 struct plan {
 	struct file *file;
@@ -1267,6 +1275,7 @@ struct plan {
 	const void *path2;
 	long dfd0;
 	long dfd2;
+	int dir0;
 	int raw2;
 };
 
@@ -1297,6 +1306,23 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 		h->arg = flags;
 		break;
 	}
+	case NR_open_by_handle_at:
+		/* Opened: the file, below. Refused (without
+		 * CAP_DAC_READ_SEARCH, the container escape it is known for):
+		 * the filesystem it was aimed at, by its mount's fd. */
+		pl->dfd0 = a[0];
+		pl->dir0 = 1;
+		h->arg = a[2];
+		break;
+	case NR_mknod:
+		pl->path0 = (const void *)a[0];
+		h->arg = a[1];
+		break;
+	case NR_mknodat:
+		pl->dfd0 = a[0];
+		pl->path0 = (const void *)a[1];
+		h->arg = a[2];
+		break;
 	case NR_execve:
 	case NR_unlink:
 	case NR_rmdir:
@@ -1355,7 +1381,8 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 		break;
 	}
 	/* A successful open names the file the kernel opened. */
-	if ((in->nr == NR_open || in->nr == NR_creat || in->nr == NR_openat || in->nr == NR_openat2) && ret >= 0) {
+	if ((in->nr == NR_open || in->nr == NR_creat || in->nr == NR_openat || in->nr == NR_openat2 ||
+	     in->nr == NR_open_by_handle_at) && ret >= 0) {
 		struct file *f = fd_file(task, ret, btf);
 		if (f)
 			pl->file = f;
@@ -1380,7 +1407,8 @@ static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_str
 			h->flags |= GH_F_NOTREG0;
 		struct path fp = file_path(f, btf);
 		p = put_path(b, p, 0, fp.dentry, fp.mnt, btf);
-	} else if (pl.path0) {
+	} else if (pl.path0 || pl.dir0) {
+		/* With no user path (dir0) only the base is written. */
 		p = put_user_path(b, p, 0, pl.dfd0, pl.path0, btf);
 	}
 	if (pl.path2) {

@@ -6,7 +6,9 @@
  *   tester chain N       exec itself N more times, then exit 0
  *   tester fork N        fork N children that exit with i % 7, reap them
  *   tester open          open relative to the cwd and to a directory fd
- *   tester fsops         rename, unlink, symlink, link, mkdir, rmdir, chmod, truncate
+ *   tester fsops         rename, unlink, symlink, link, mkdir, rmdir, chmod, truncate,
+ *                        mknod (a file and a FIFO), and an open_by_handle_at that
+ *                        an unprivileged user is refused
  *   tester tcp PORT      listen on 127.0.0.1:PORT, connect to it, accept
  *   tester udp PORT      sendto 127.0.0.1:PORT and [::1]:PORT, then a connected send
  *   tester execfail      exec a missing and a non-executable file, exit 3
@@ -133,6 +135,25 @@ static int fsops(void)
 	must(truncate("b", 0) == 0, "truncate");
 	must(unlink("nonexistent") < 0, "unlink nonexistent");
 	must(renameat(AT_FDCWD, "b", AT_FDCWD, "e") == 0, "renameat");
+	/* Files made without an open: the raw mknod call (glibc's goes
+	 * through mknodat), a FIFO, and one that exists already. */
+	must(syscall(SYS_mknod, "node", S_IFREG | 0644, 0) == 0, "mknod");
+	must(mknodat(AT_FDCWD, "fifo", S_IFIFO | 0644, 0) == 0, "mknodat");
+	must(mknodat(AT_FDCWD, "fifo", S_IFIFO | 0644, 0) < 0 && errno == EEXIST, "mknodat existing");
+	must(unlink("node") == 0 && unlink("fifo") == 0, "unlink nodes");
+	/* Opening a file by its handle skips path lookup; without
+	 * CAP_DAC_READ_SEARCH the kernel refuses. */
+	struct file_handle *fh = malloc(sizeof(*fh) + MAX_HANDLE_SZ);
+	int mount_id;
+	must(fh != NULL, "malloc");
+	fh->handle_bytes = MAX_HANDLE_SZ;
+	must(name_to_handle_at(AT_FDCWD, "e", fh, &mount_id, 0) == 0, "name_to_handle_at");
+	int hfd = open_by_handle_at(AT_FDCWD, fh, O_RDONLY);
+	if (hfd >= 0)
+		close(hfd);
+	else
+		must(errno == EPERM, "open_by_handle_at refused");
+	free(fh);
 	must(unlinkat(AT_FDCWD, "e", 0) == 0, "unlinkat");
 	return 0;
 }
