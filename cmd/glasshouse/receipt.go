@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"glasshouse.dev/glasshouse/core/receipt"
@@ -134,7 +136,11 @@ func showReceipt(w io.Writer, r *receipt.Receipt) {
 	if len(r.Network) > 0 {
 		fmt.Fprintf(w, "\nnetwork (%d)\n", len(r.Network))
 		for _, n := range r.Network {
-			fmt.Fprintf(w, "  %-7s %s/%s %s:%d  x%d %s\n", n.Op, n.Family, n.Protocol, n.Address, n.Port, n.Count, result(n.OK, n.Errno))
+			kind := n.Family
+			if n.Protocol != "" {
+				kind += "/" + n.Protocol
+			}
+			fmt.Fprintf(w, "  %-8s %s %s  x%d %s  pid %d\n", n.Op, kind, endpoint(n), n.Count, result(n.OK, n.Errno), n.PID)
 		}
 	}
 	if len(r.Files) > 0 {
@@ -144,7 +150,7 @@ func showReceipt(w io.Writer, r *receipt.Receipt) {
 			if f.Target != "" {
 				target = " -> " + f.Target
 			}
-			fmt.Fprintf(w, "  %-8s %s%s  x%d %s\n", f.Op, f.Path, target, f.Count, result(f.OK, f.Errno))
+			fmt.Fprintf(w, "  %-8s %s%s  x%d %s  pid %d\n", f.Op, f.Path, target, f.Count, result(f.OK, f.Errno), f.PID)
 		}
 	}
 	if r.Policy != nil {
@@ -154,6 +160,18 @@ func showReceipt(w io.Writer, r *receipt.Receipt) {
 		}
 	}
 	fmt.Fprintf(w, "\ndigest    %s\n", r.Digest)
+}
+
+// endpoint writes a network entry's address as its family does: a unix
+// socket's path (or "unnamed"), host:port, [host]:port for inet6.
+func endpoint(n receipt.Net) string {
+	switch {
+	case n.Family == receipt.FamilyUnix && n.Address == "":
+		return "unnamed"
+	case n.Family == receipt.FamilyUnix:
+		return n.Address
+	}
+	return net.JoinHostPort(n.Address, strconv.FormatInt(n.Port, 10))
 }
 
 func truncMark(t bool) string {
