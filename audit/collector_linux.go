@@ -607,6 +607,10 @@ func (s *session) deliver(r *record, names *interner) {
 			s.blind.add(fmt.Sprintf("io_uring_setup by pid %d: io_uring operations are not traced", r.PID))
 			return
 		}
+		if name, ok := mountCalls[r.NR]; ok && r.Ret == 0 {
+			s.blind.add(fmt.Sprintf("%s by pid %d changed its mount namespace: paths it and its children use are as that namespace shows them, not the host", name, r.PID))
+			return
+		}
 		if r.Family == afPacket && r.Ret >= 0 {
 			s.blind.add(fmt.Sprintf("packet socket used by pid %d: raw packets are not described", r.PID))
 		}

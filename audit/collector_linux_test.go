@@ -437,6 +437,7 @@ func TestBlindSpots(t *testing.T) {
 	cases := []struct{ args, want string }{
 		{"iouring", "io_uring_setup by pid"},
 		{"int80", "32-bit syscalls (int 0x80) by pid"},
+		{"mountns", "mount by pid"},
 	}
 	for _, c := range cases {
 		t.Run(c.args, func(t *testing.T) {

@@ -60,6 +60,9 @@ const (
 	sysChmod        = 90
 	sysFchmod       = 91
 	sysMknod        = 133
+	sysPivotRoot    = 155
+	sysMount        = 165
+	sysUmount2      = 166
 	sysOpenat       = 257
 	sysMkdirat      = 258
 	sysMknodat      = 259
@@ -74,9 +77,14 @@ const (
 	sysRenameat2    = 316
 	sysExecveat     = 322
 	sysIOURingSetup = 425
+	sysMoveMount    = 429
 	sysOpenat2      = 437
 	sysFchmodat2    = 452
 )
+
+// mountCalls names the calls that change the mount tree paths are
+// resolved in.
+var mountCalls = map[uint16]string{sysMount: "mount", sysUmount2: "umount2", sysPivotRoot: "pivot_root", sysMoveMount: "move_mount"}
 
 // Linux constants used to classify what a record describes.
 const (
@@ -239,8 +247,8 @@ func (r *record) syscallEvent(ev *profiling.Event, names *interner) *profiling.E
 		return ev
 	case sysConnect, sysBind, sysListen, sysAccept, sysAccept4, sysSendto, sysSendmsg, sysSendmmsg:
 		return r.netEvent(ev)
-	case sysIOURingSetup:
-		return nil
+	case sysIOURingSetup, sysMount, sysUmount2, sysPivotRoot, sysMoveMount:
+		return nil // blind spots, reported by the session
 	}
 	ev.Kind = profiling.KindFile
 	ev.Path = r.path(0, names)

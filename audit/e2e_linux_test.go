@@ -462,6 +462,28 @@ func TestPathWalk(t *testing.T) {
 	})
 }
 
+// A run that mounts in a mount namespace of its own (here, unprivileged,
+// in a user namespace it made) sees paths the host does not: its receipt
+// says so and is partial, on both builds.
+func TestMountNamespaceIsBlind(t *testing.T) {
+	forEachBuild(t, func(t *testing.T, f *fixture) {
+		r := f.run(t, execution.NetworkNone, "mountns")
+		if r.Outcome.ExitCode != 0 {
+			t.Fatalf("tester mountns: exit %d", r.Outcome.ExitCode)
+		}
+		if r.Profiling.Status != receipt.StatusPartial || !strings.Contains(r.Profiling.Reason, "mount by pid") {
+			t.Errorf("profiling %s (%q), want partial: the run mounted", r.Profiling.Status, r.Profiling.Reason)
+		}
+		created := false
+		for _, fl := range r.Files {
+			created = created || (fl.Op == receipt.OpCreate && strings.HasSuffix(fl.Path, "/m/f"))
+		}
+		if !created {
+			t.Errorf("no create of m/f in %+v", r.Files)
+		}
+	})
+}
+
 // The newcomer's view: a Python urllib request gives a receipt that shows
 // the connection and the files Python opened.
 func TestPythonURLLibReceipt(t *testing.T) {

@@ -94,6 +94,9 @@ const struct gh_target *unused_target __attribute__((unused));
 #define NR_chmod 90
 #define NR_fchmod 91
 #define NR_mknod 133
+#define NR_pivot_root 155
+#define NR_mount 165
+#define NR_umount2 166
 #define NR_openat 257
 #define NR_mkdirat 258
 #define NR_mknodat 259
@@ -108,6 +111,7 @@ const struct gh_target *unused_target __attribute__((unused));
 #define NR_renameat2 316
 #define NR_execveat 322
 #define NR_io_uring_setup 425
+#define NR_move_mount 429
 #define NR_openat2 437
 #define NR_fchmodat2 452
 
@@ -1168,21 +1172,28 @@ static __always_inline int traced64(long nr)
 	case NR_connect: case NR_bind: case NR_listen: case NR_accept: case NR_accept4:
 	case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
 	case NR_io_uring_setup:
+	case NR_mount: case NR_umount2: case NR_pivot_root: case NR_move_mount:
 		return 1;
 	}
 	return 0;
+}
+
+/* Calls that change the mount tree paths are resolved in. */
+static __always_inline int mount_call(long nr)
+{
+	return nr == NR_mount || nr == NR_umount2 || nr == NR_pivot_root || nr == NR_move_mount;
 }
 
 /* i386 numbers of the same operations (int 0x80 from any process). */
 static __always_inline int traced32(long nr)
 {
 	switch (nr) {
-	case 5: case 8: case 9: case 10: case 11: case 14: case 15: case 38: case 39: case 40:
-	case 83: case 92: case 93: case 94: case 102: case 193: case 194:
+	case 5: case 8: case 9: case 10: case 11: case 14: case 15: case 21: case 38: case 39: case 40:
+	case 52: case 83: case 92: case 93: case 94: case 102: case 193: case 194: case 217:
 	case 295: case 296: case 297: case 301: case 302: case 303: case 304: case 306:
 	case 342: case 345: case 353: case 358:
 	case 361: case 362: case 363: case 364: case 369: case 370:
-	case 425: case 437: case 452:
+	case 425: case 429: case 437: case 452:
 		return 1;
 	}
 	return 0;
@@ -1534,6 +1545,10 @@ static __always_inline int exit_other_call(struct inflight *in, long ret, const 
 		return 0;
 	struct task_struct *task = current_task(btf);
 	long nr = in->nr;
+	/* Only a change of the mount tree is worth a record (user space
+	 * reports it as a blind spot); a refused one changed nothing. */
+	if (mount_call(nr) && ret != 0)
+		return 0;
 	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
 	if (!b)
 		return 0;
@@ -1551,6 +1566,7 @@ static __always_inline int exit_other_call(struct inflight *in, long ret, const 
 		exit_endpoint(h, task, ret >= 0 ? ret : (long)in->args[0]);
 		break;
 	case NR_io_uring_setup:
+	case NR_mount: case NR_umount2: case NR_pivot_root: case NR_move_mount:
 		break;
 	case NR_execve: case NR_execveat:
 		set_process_fields(h);

@@ -18,6 +18,8 @@
  *   tester spin N        N open/close pairs of /dev/null (benchmarks)
  *   tester forkexec N    N fork+exec of "tester chain 0" (benchmarks)
  *   tester iouring       create an io_uring instance (its operations bypass syscalls)
+ *   tester mountns       in a mount namespace of its own (and a user namespace when
+ *                        not root), mount a tmpfs on ./m and create m/f in it
  *   tester int80         make a 32-bit open() through int 0x80
  *   tester paths         create files under names of 31 to 255 bytes, 100
  *                        directories deep, and 17 directories of 250 bytes deep
@@ -40,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -430,6 +433,40 @@ static int iouring(void)
 	return 0;
 }
 
+static int write_file(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return 0;
+	int ok = write(fd, s, strlen(s)) == (ssize_t)strlen(s);
+	close(fd);
+	return ok;
+}
+
+static int mountns(void)
+{
+	if (unshare(CLONE_NEWNS) != 0) {
+		uid_t uid = getuid();
+		gid_t gid = getgid();
+		must(unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0, "unshare");
+		/* Mapped, so that files it creates have an owner. */
+		char map[64];
+		snprintf(map, sizeof(map), "0 %u 1", (unsigned)uid);
+		must(write_file("/proc/self/uid_map", map), "uid_map");
+		must(write_file("/proc/self/setgroups", "deny"), "setgroups");
+		snprintf(map, sizeof(map), "0 %u 1", (unsigned)gid);
+		must(write_file("/proc/self/gid_map", map), "gid_map");
+	}
+	/* Nothing mounted here may reach the namespace it came from. */
+	must(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0, "make mounts private");
+	must(mkdir("m", 0755) == 0, "mkdir m");
+	must(mount("tmpfs", "m", "tmpfs", 0, NULL) == 0, "mount tmpfs");
+	int fd = open("m/f", O_CREAT | O_WRONLY, 0644);
+	must(fd >= 0, "create m/f");
+	close(fd);
+	return 0;
+}
+
 static int int80(void)
 {
 	/* A static, non-PIE binary keeps this below 4 GiB, as int 0x80 needs. */
@@ -481,6 +518,8 @@ int main(int argc, char **argv)
 		return flipconnect(n, atoi(argv[3]), atoi(argv[4]));
 	if (!strcmp(cmd, "iouring"))
 		return iouring();
+	if (!strcmp(cmd, "mountns"))
+		return mountns();
 	if (!strcmp(cmd, "int80"))
 		return int80();
 	if (!strcmp(cmd, "paths"))

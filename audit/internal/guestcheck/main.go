@@ -90,7 +90,7 @@ func run() bool {
 	guard, err := netguard.Attach(cg, execution.NetworkNone)
 	all = check("attach network guard (none)", err) && all
 	os.Chdir("/tmp")
-	for _, args := range [][]string{{"fsops"}, {"fork", "10"}, {"execfail"}, {"connect", "9"}, {"iouring"}} {
+	for _, args := range [][]string{{"fsops"}, {"fork", "10"}, {"execfail"}, {"connect", "9"}, {"iouring"}, {"mountns"}} {
 		out, err := runIn(cg, args...)
 		if args[0] == "connect" {
 			if strings.TrimSpace(out) != "EPERM" {
@@ -140,6 +140,7 @@ func run() bool {
 		all = check("receipt processes", fmt.Errorf("%d, want at least 12", len(procs))) && all
 	}
 	all = check("io_uring reported blind", blindHas(rep.Blind, "io_uring")) && all
+	all = check("mount reported blind", blindHas(rep.Blind, "mount by pid")) && all
 	return all
 }
 
