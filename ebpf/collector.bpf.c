@@ -106,8 +106,8 @@ const struct gh_target *unused_target __attribute__((unused));
 #define NR_symlinkat 266
 #define NR_fchmodat 268
 #define NR_accept4 288
-#define NR_sendmmsg 307
 #define NR_open_by_handle_at 304
+#define NR_sendmmsg 307
 #define NR_renameat2 316
 #define NR_execveat 322
 #define NR_io_uring_setup 425
@@ -1297,6 +1297,7 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 	pl->dfd2 = AT_FDCWD;
 	switch (in->nr) {
 	case NR_open:
+	case NR_mknod: /* arg: the mode */
 		pl->path0 = (const void *)a[0];
 		h->arg = a[1];
 		break;
@@ -1305,6 +1306,7 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 		h->arg = O_CREAT | O_WRONLY | O_TRUNC;
 		break;
 	case NR_openat:
+	case NR_mknodat:
 		pl->dfd0 = a[0];
 		pl->path0 = (const void *)a[1];
 		h->arg = a[2];
@@ -1323,15 +1325,6 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 		 * the filesystem it was aimed at, by its mount's fd. */
 		pl->dfd0 = a[0];
 		pl->dir0 = 1;
-		h->arg = a[2];
-		break;
-	case NR_mknod:
-		pl->path0 = (const void *)a[0];
-		h->arg = a[1];
-		break;
-	case NR_mknodat:
-		pl->dfd0 = a[0];
-		pl->path0 = (const void *)a[1];
 		h->arg = a[2];
 		break;
 	case NR_execve:
