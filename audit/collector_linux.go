@@ -608,7 +608,7 @@ func (s *session) deliver(r *record, names *interner) {
 			return
 		}
 		if name, ok := mountCalls[r.NR]; ok && r.Ret == 0 {
-			s.blind.add(fmt.Sprintf("%s by pid %d changed its mount namespace: paths it and its children use are as that namespace shows them, not the host", name, r.PID))
+			s.blind.add(fmt.Sprintf("%s by pid %d changed its mount namespace: the paths of it and its children are as that namespace shows them, not as the host does", name, r.PID))
 			return
 		}
 		if r.Family == afPacket && r.Ret >= 0 {

@@ -72,8 +72,8 @@ const (
 	sysSymlinkat    = 266
 	sysFchmodat     = 268
 	sysAccept4      = 288
-	sysSendmmsg     = 307
 	sysOpenByHandle = 304 // open_by_handle_at
+	sysSendmmsg     = 307
 	sysRenameat2    = 316
 	sysExecveat     = 322
 	sysIOURingSetup = 425
