@@ -82,9 +82,21 @@ const (
 	sysFchmodat2    = 452
 )
 
-// mountCalls names the calls that change the mount tree paths are
-// resolved in.
-var mountCalls = map[uint16]string{sysMount: "mount", sysUmount2: "umount2", sysPivotRoot: "pivot_root", sysMoveMount: "move_mount"}
+// mountCall names nr if it is a call that changes the mount tree paths
+// are resolved in, else "".
+func mountCall(nr uint16) string {
+	switch nr {
+	case sysMount:
+		return "mount"
+	case sysUmount2:
+		return "umount2"
+	case sysPivotRoot:
+		return "pivot_root"
+	case sysMoveMount:
+		return "move_mount"
+	}
+	return ""
+}
 
 // Linux constants used to classify what a record describes.
 const (
@@ -398,10 +410,13 @@ func protocol(family, sotype, proto uint16) string {
 // allocated again nor, in the aggregator's map, compared byte by byte (Go
 // compares strings that share their bytes by pointer). It is bounded: it
 // keeps strings of at most internMaxLen bytes and forgets them all when it
-// holds internMax. A nil interner returns fresh strings. Not safe for
-// concurrent use: the collector's reader owns it.
+// holds internMax. The string it handed out last is checked first, before
+// the map: a loop on one file asks for it again and again, and comparing
+// costs less than hashing. A nil interner returns fresh strings. Not safe
+// for concurrent use: the collector's reader owns it.
 type interner struct {
-	m map[string]string
+	m    map[string]string
+	last string
 }
 
 const (
@@ -415,13 +430,17 @@ func (in *interner) str(b []byte) string {
 	if in == nil || len(b) > internMaxLen {
 		return string(b)
 	}
-	if s, ok := in.m[string(b)]; ok {
-		return s
+	if string(b) == in.last {
+		return in.last
 	}
-	if len(in.m) >= internMax {
-		clear(in.m)
+	s, ok := in.m[string(b)]
+	if !ok {
+		if len(in.m) >= internMax {
+			clear(in.m)
+		}
+		s = string(b)
+		in.m[s] = s
 	}
-	s := string(b)
-	in.m[s] = s
+	in.last = s
 	return s
 }

@@ -410,6 +410,11 @@ func TestInterner(t *testing.T) {
 	if len(in.m) > internMax {
 		t.Errorf("interner holds %d strings, limit %d", len(in.m), internMax)
 	}
+	for _, want := range []string{"/a", "/a", "/b", "/a", "", "/a"} { // the last string first, then the map
+		if got := in.str([]byte(want)); got != want {
+			t.Errorf("str(%q) = %q", want, got)
+		}
+	}
 	if s := (*interner)(nil).str([]byte("/x")); s != "/x" {
 		t.Errorf("nil interner gave %q", s)
 	}

@@ -37,8 +37,14 @@ type Aggregator struct {
 	procs []proc
 	// live maps a pid to the index in procs of its current image.
 	live  map[int64]int
-	files map[File]int64
+	files map[File]*int64
 	net   map[Net]int64
+	// lastFile is the entry the previous file event counted in, and
+	// lastCount its counter: a loop on one file repeats it, and with the
+	// strings a reader interns, comparing it is cheaper than hashing the
+	// path again.
+	lastFile  File
+	lastCount *int64
 }
 
 type proc struct {
@@ -81,7 +87,7 @@ func NewAggregator(start time.Time, caps Caps) *Aggregator {
 		start: start,
 		caps:  caps,
 		live:  make(map[int64]int),
-		files: make(map[File]int64),
+		files: make(map[File]*int64),
 		net:   make(map[Net]int64),
 	}
 }
@@ -131,7 +137,7 @@ func (a *Aggregator) Sections() ([]Process, []File, []Net, Omitted) {
 	}
 	fs := make([]File, 0, len(a.files))
 	for f, n := range a.files {
-		f.Count = n
+		f.Count = *n
 		fs = append(fs, f)
 	}
 	ns := make([]Net, 0, len(a.net))
@@ -241,13 +247,21 @@ func (a *Aggregator) exit(ev *profiling.Event) {
 // file counts f. Below the cap it is one map operation: the lookup that
 // tells a new entry from a known one is only needed at the cap.
 func (a *Aggregator) file(f File) {
-	if len(a.files) >= a.caps.Files {
-		if _, ok := a.files[f]; !ok {
+	if a.lastCount != nil && f == a.lastFile {
+		*a.lastCount++
+		return
+	}
+	n, ok := a.files[f]
+	if !ok {
+		if len(a.files) >= a.caps.Files {
 			a.omitted.Files++
 			return
 		}
+		n = new(int64)
+		a.files[f] = n
 	}
-	a.files[f]++
+	*n++
+	a.lastFile, a.lastCount = f, n
 }
 
 func (a *Aggregator) network(ev *profiling.Event) {

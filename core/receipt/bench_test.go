@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"glasshouse.dev/glasshouse/core/profiling"
 )
 
 // typical returns a sealed receipt shaped like a Python start's: a few
@@ -127,4 +129,33 @@ func BenchmarkReceipt(b *testing.B) {
 	})
 	bench("Parse/direct", len(doc), func() error { _, err := Parse(doc); return err })
 	bench("Parse/generic", len(doc), func() error { var r Receipt; return json.Unmarshal(doc, &r) })
+}
+
+// BenchmarkAggregateFiles adds file events as a collector's reader does,
+// with paths that repeat as one string (the reader interns them): the
+// same open over and over (a loop on one file), and a cycle over 1,000
+// files (an interpreter's start).
+//
+//	go test ./core/receipt -run '^$' -bench BenchmarkAggregateFiles
+func BenchmarkAggregateFiles(b *testing.B) {
+	paths := make([]string, 1000)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("/usr/lib/python3.11/encodings/__pycache__/module_%03d.cpython-311.pyc", i)
+	}
+	for _, c := range []struct {
+		name  string
+		paths []string
+	}{{"repeat", paths[:1]}, {"cycle1000", paths}} {
+		b.Run(c.name, func(b *testing.B) {
+			a := NewAggregator(time.Now(), Caps{})
+			ev := profiling.Event{Kind: profiling.KindFile, Op: OpRead, PID: 1000}
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				ev.Path = c.paths[i%len(c.paths)]
+				a.Add(&ev)
+				i++
+			}
+		})
+	}
 }
