@@ -3,7 +3,6 @@
 package agent_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -179,19 +178,22 @@ func (p *agentProc) workloads(t *testing.T) []string {
 // receipts returns the receipts written so far whose notes name cgroup.
 func (p *agentProc) receipts(t *testing.T, cg string) []*receipt.Receipt {
 	t.Helper()
-	f, err := os.Open(p.out)
+	data, err := os.ReadFile(p.out)
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	var out []*receipt.Receipt
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, receipt.MaxSize)
-	for sc.Scan() {
-		line := sc.Bytes()
+	// Only whole lines: the agent writes each receipt and its newline in
+	// one write, which a reader of the file can see half done.
+	for {
+		line, rest, whole := bytes.Cut(data, []byte("\n"))
+		if !whole {
+			break
+		}
+		data = rest
 		if err := schema.Validate(line); err != nil {
 			t.Fatalf("receipt fails the schema: %v\n%s", err, line)
 		}
