@@ -607,7 +607,7 @@ func (s *session) deliver(r *record, names *interner) {
 			s.blind.add(fmt.Sprintf("io_uring_setup by pid %d: io_uring operations are not traced", r.PID))
 			return
 		}
-		if name := mountCall(r.NR); name != "" && r.Ret == 0 {
+		if name := mountCall(r.NR); r.Ret == 0 && name != "" {
 			s.blind.add(fmt.Sprintf("%s by pid %d changed its mount namespace: the paths of it and its children are as that namespace shows them, not as the host does", name, r.PID))
 			return
 		}

@@ -40,46 +40,46 @@ const (
 
 // x86_64 syscall numbers the collector traces.
 const (
-	sysOpen         = 2
-	sysConnect      = 42
-	sysAccept       = 43
-	sysSendto       = 44
-	sysSendmsg      = 46
-	sysBind         = 49
-	sysListen       = 50
-	sysExecve       = 59
-	sysTruncate     = 76
-	sysFtruncate    = 77
-	sysRename       = 82
-	sysMkdir        = 83
-	sysRmdir        = 84
-	sysCreat        = 85
-	sysLink         = 86
-	sysUnlink       = 87
-	sysSymlink      = 88
-	sysChmod        = 90
-	sysFchmod       = 91
-	sysMknod        = 133
-	sysPivotRoot    = 155
-	sysMount        = 165
-	sysUmount2      = 166
-	sysOpenat       = 257
-	sysMkdirat      = 258
-	sysMknodat      = 259
-	sysUnlinkat     = 263
-	sysRenameat     = 264
-	sysLinkat       = 265
-	sysSymlinkat    = 266
-	sysFchmodat     = 268
-	sysAccept4      = 288
-	sysOpenByHandle = 304 // open_by_handle_at
-	sysSendmmsg     = 307
-	sysRenameat2    = 316
-	sysExecveat     = 322
-	sysIOURingSetup = 425
-	sysMoveMount    = 429
-	sysOpenat2      = 437
-	sysFchmodat2    = 452
+	sysOpen           = 2
+	sysConnect        = 42
+	sysAccept         = 43
+	sysSendto         = 44
+	sysSendmsg        = 46
+	sysBind           = 49
+	sysListen         = 50
+	sysExecve         = 59
+	sysTruncate       = 76
+	sysFtruncate      = 77
+	sysRename         = 82
+	sysMkdir          = 83
+	sysRmdir          = 84
+	sysCreat          = 85
+	sysLink           = 86
+	sysUnlink         = 87
+	sysSymlink        = 88
+	sysChmod          = 90
+	sysFchmod         = 91
+	sysMknod          = 133
+	sysPivotRoot      = 155
+	sysMount          = 165
+	sysUmount2        = 166
+	sysOpenat         = 257
+	sysMkdirat        = 258
+	sysMknodat        = 259
+	sysUnlinkat       = 263
+	sysRenameat       = 264
+	sysLinkat         = 265
+	sysSymlinkat      = 266
+	sysFchmodat       = 268
+	sysAccept4        = 288
+	sysOpenByHandleAt = 304
+	sysSendmmsg       = 307
+	sysRenameat2      = 316
+	sysExecveat       = 322
+	sysIOURingSetup   = 425
+	sysMoveMount      = 429
+	sysOpenat2        = 437
+	sysFchmodat2      = 452
 )
 
 // mountCall names nr if it is a call that changes the mount tree paths
@@ -265,7 +265,7 @@ func (r *record) syscallEvent(ev *profiling.Event, names *interner) *profiling.E
 	ev.Kind = profiling.KindFile
 	ev.Path = r.path(0, names)
 	switch r.NR {
-	case sysOpen, sysCreat, sysOpenat, sysOpenat2, sysOpenByHandle:
+	case sysOpen, sysCreat, sysOpenat, sysOpenat2, sysOpenByHandleAt:
 		ev.Op = openOp(r.Arg, r.Flags&flagNotReg0 != 0)
 	case sysMknod, sysMknodat:
 		// A regular file, FIFO, socket or device node: created either way.

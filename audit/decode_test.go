@@ -144,12 +144,12 @@ var decodeCases = []struct {
 	},
 	{
 		name: "open_by_handle_at names the file opened",
-		rec:  record{Kind: evSyscall, NR: sysOpenByHandle, Ret: 4, Arg: 2, Flags: flagResolved0, PID: 7, Sess: []uint32{1}, Str: strs("/etc/shadow")},
+		rec:  record{Kind: evSyscall, NR: sysOpenByHandleAt, Ret: 4, Arg: 2, Flags: flagResolved0, PID: 7, Sess: []uint32{1}, Str: strs("/etc/shadow")},
 		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpWrite, Path: "/etc/shadow"},
 	},
 	{
 		name: "refused open_by_handle_at names its mount's directory",
-		rec:  record{Kind: evSyscall, NR: sysOpenByHandle, Ret: -1, PID: 7, Sess: []uint32{1}, Str: strs("", "/w")},
+		rec:  record{Kind: evSyscall, NR: sysOpenByHandleAt, Ret: -1, PID: 7, Sess: []uint32{1}, Str: strs("", "/w")},
 		want: &profiling.Event{Kind: profiling.KindFile, PID: 7, Op: receipt.OpRead, Path: "/w", Errno: "EPERM"},
 	},
 	{

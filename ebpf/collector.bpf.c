@@ -1536,12 +1536,12 @@ static __always_inline int exit_other_call(struct inflight *in, long ret, const 
 {
 	if (!in)
 		return 0;
-	struct task_struct *task = current_task(btf);
 	long nr = in->nr;
 	/* Only a change of the mount tree is worth a record (user space
 	 * reports it as a blind spot); a refused one changed nothing. */
 	if (mount_call(nr) && ret != 0)
 		return 0;
+	struct task_struct *task = current_task(btf);
 	struct evbuf *b = start_event(GH_EV_SYSCALL, &in->m);
 	if (!b)
 		return 0;
