@@ -68,6 +68,8 @@ type Collector struct {
 	// the reader reads it without a lock.
 	sessions atomic.Pointer[map[uint32]*session]
 
+	// reps follows the opens the kernel's open caches hold.
+	reps         *repeats
 	events       atomic.Uint64
 	decodeErrors atomic.Uint64
 	readerDone   chan struct{}
@@ -108,6 +110,7 @@ func Open(cfg Config) (*Collector, error) {
 		log:        cfg.Logger,
 		detachIdle: cfg.DetachIdle,
 		byCgroup:   make(map[uint64]*session),
+		reps:       newRepeats(),
 		nextID:     1,
 		readerDone: make(chan struct{}),
 	}
@@ -499,12 +502,16 @@ func (c *Collector) handle(raw []byte, r *record, names *interner) {
 		}
 		return
 	}
-	if r.Kind == evMarker {
+	switch r.Kind {
+	case evMarker:
 		if len(r.Sess) == 1 {
 			if s := sessions[r.Sess[0]]; s != nil {
 				s.markerSeen()
 			}
 		}
+		return
+	case evCounts:
+		c.reps.ended(r, giveTo(sessions))
 		return
 	}
 	for _, id := range r.Sess {
@@ -512,6 +519,41 @@ func (c *Collector) handle(raw []byte, r *record, names *interner) {
 			s.deliver(r, names)
 		}
 	}
+	if r.Flags&flagCached != 0 {
+		var tmpl profiling.Event
+		if ev := r.toEvent(&tmpl, c.wallTime, names); ev != nil && !c.reps.took(r, ev, giveTo(sessions)) {
+			for _, id := range r.Sess {
+				if s := sessions[id]; s != nil {
+					s.untracked()
+				}
+			}
+		}
+	}
+}
+
+// giveTo delivers repeats to the sessions in sessions.
+func giveTo(sessions map[uint32]*session) give {
+	return func(e *cachedOpen, n int64) {
+		for _, id := range e.sess {
+			if s := sessions[id]; s != nil {
+				s.repeat(&e.ev, n, false)
+			}
+		}
+	}
+}
+
+// readCache returns the slots of thread tid's open cache (generation |
+// repeats << 32), if it has one.
+func (c *Collector) readCache(tid uint32) ([cacheSlots]uint64, bool) {
+	var v collector.BPFFcache
+	var slots [cacheSlots]uint64
+	if err := c.objs.Fcaches.Lookup(tid, &v); err != nil {
+		return slots, false
+	}
+	for i := range slots {
+		slots[i] = v.S[i].Gc
+	}
+	return slots, true
 }
 
 // Close detaches every program, stops the reader and frees the kernel
@@ -578,8 +620,10 @@ type session struct {
 	events       int64
 	decodeErrors int64
 	truncated    int64
-	blind        blindSet
-	exited       *recentPIDs
+	// untrackedOpens counts opens whose repeats could not be followed.
+	untrackedOpens int64
+	blind          blindSet
+	exited         *recentPIDs
 	// scratch is the event handed to the sink, reused for the next one
 	// (profiling.Sink): no allocation per record.
 	scratch profiling.Event
@@ -630,6 +674,26 @@ func (s *session) deliver(r *record, names *interner) {
 	s.events++
 }
 
+// repeat delivers n more times ev, a file event whose repeats the kernel
+// counted; force delivers to a session stopping (see stop).
+func (s *session) repeat(ev *profiling.Event, n int64, force bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped && !force {
+		return
+	}
+	s.scratch = *ev
+	s.scratch.Count = n
+	s.sink.Add(&s.scratch)
+	s.events += n
+}
+
+func (s *session) untracked() {
+	s.mu.Lock()
+	s.untrackedOpens++
+	s.mu.Unlock()
+}
+
 func (s *session) decodeError() {
 	s.mu.Lock()
 	s.decodeErrors++
@@ -675,6 +739,17 @@ func (s *session) stop(ctx context.Context) (profiling.Report, error) {
 	}
 	c.mu.Unlock()
 	flushErr := s.flush(ctx)
+	// The caches of threads still alive hold repeats no record carried.
+	sessions := *c.sessions.Load()
+	c.reps.live(s.id, c.readCache, func(id uint32) bool { return sessions[id] != nil }, func(e *cachedOpen, n int64) {
+		for _, id := range e.sess {
+			if id == s.id {
+				s.repeat(&e.ev, n, true)
+			} else if o := sessions[id]; o != nil {
+				o.repeat(&e.ev, n, false)
+			}
+		}
+	})
 	var dropped uint64
 	if err := c.objs.Drops.Lookup(s.slot, &dropped); err != nil && flushErr == nil {
 		flushErr = fmt.Errorf("read drop counter: %w", err)
@@ -688,6 +763,9 @@ func (s *session) stop(ctx context.Context) (profiling.Report, error) {
 	rep.Blind = s.blind.list()
 	if s.truncated > 0 {
 		rep.Blind = append(rep.Blind, fmt.Sprintf("%d paths were too long or too deep to record in full", s.truncated))
+	}
+	if s.untrackedOpens > 0 {
+		rep.Blind = append(rep.Blind, fmt.Sprintf("repeats of %d opens were not counted (the reader's table of cached opens was full)", s.untrackedOpens))
 	}
 	if s.decodeErrors > 0 {
 		rep.Blind = append(rep.Blind, fmt.Sprintf("%d kernel records could not be decoded", s.decodeErrors))

@@ -87,8 +87,9 @@ func (c Config) withDefaults() Config {
 type Stats struct {
 	// Events is the number of records read from the kernel.
 	Events uint64
-	// Dropped is the number of records the kernel could not queue, over
-	// all sessions.
+	// Dropped is the number of events lost because the kernel could not
+	// queue their records, over all sessions. (A record can carry many
+	// events: the repeats of an open the kernel counted.)
 	Dropped uint64
 	// Sessions is the number of active sessions.
 	Sessions int

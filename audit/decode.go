@@ -22,6 +22,7 @@ const (
 	evSyscall = 4
 	evMarker  = 5
 	evCompat  = 6
+	evCounts  = 7
 
 	flagTrunc0    = 1 << 0
 	flagAddr      = 1 << 4
@@ -30,10 +31,15 @@ const (
 	flagResolved0 = 1 << 8
 	flagPseudo0   = 1 << 9
 	flagNotReg0   = 1 << 10
+	flagCached    = 1 << 11
 
 	numStrings = 4
 	maxSess    = 4
 	headerSize = 104
+	cacheSlots = 8
+	// countsSize is the size of an evCounts record: the header and a
+	// struct gh_count per slot.
+	countsSize = headerSize + 8*cacheSlots
 	// maxRecord bounds a record: the BPF side never writes more.
 	maxRecord = 32768
 )
@@ -145,6 +151,23 @@ type record struct {
 	Proto  uint16
 	Addr   [16]byte
 	Str    [numStrings][]byte
+	// Ref is the cache slot a successful open took (flagCached): its
+	// struct gh_cache_ref, which the BPF side writes over Addr.
+	Ref cacheRef
+	// Counts are the slots of an evCounts record.
+	Counts [cacheSlots]slotCount
+}
+
+// cacheRef is struct gh_cache_ref: slot Slot of the thread's open cache now
+// holds generation Gen; it held PrevGen (0: nothing) with PrevCount
+// repeats.
+type cacheRef struct {
+	Slot, Gen, PrevGen, PrevCount uint32
+}
+
+// slotCount is struct gh_count: the repeats slot generation Gen counted.
+type slotCount struct {
+	Gen, Count uint32
 }
 
 // decodeRecord parses raw into r, replacing what r held. raw is untrusted
@@ -182,8 +205,23 @@ func decodeRecord(raw []byte, r *record) error {
 	r.SoType = le.Uint16(raw[80:])
 	r.Proto = le.Uint16(raw[82:])
 	copy(r.Addr[:], raw[84:100])
-	if r.Kind < evFork || r.Kind > evCompat {
+	if r.Kind < evFork || r.Kind > evCounts {
 		return fmt.Errorf("%w: unknown kind %d", errMalformed, r.Kind)
+	}
+	if r.Kind == evCounts {
+		if len(raw) != countsSize {
+			return fmt.Errorf("%w: a counts record of %d bytes, not %d", errMalformed, len(raw), countsSize)
+		}
+		for i := range r.Counts {
+			r.Counts[i] = slotCount{Gen: le.Uint32(raw[headerSize+8*i:]), Count: le.Uint32(raw[headerSize+8*i+4:])}
+		}
+		return nil
+	}
+	if r.Flags&flagCached != 0 {
+		r.Ref = cacheRef{Slot: le.Uint32(raw[84:]), Gen: le.Uint32(raw[88:]), PrevGen: le.Uint32(raw[92:]), PrevCount: le.Uint32(raw[96:])}
+		if r.Kind != evSyscall || r.Ref.Slot >= cacheSlots || r.Ref.Gen == 0 {
+			return fmt.Errorf("%w: bad cache reference %+v in a kind %d record", errMalformed, r.Ref, r.Kind)
+		}
 	}
 	off := headerSize
 	for i := range numStrings {

@@ -50,6 +50,28 @@ func encode(r record) []byte {
 	return b
 }
 
+// encodeCounts builds an evCounts record.
+func encodeCounts(tid uint32, sess []uint32, counts [cacheSlots]slotCount) []byte {
+	b := encode(record{Kind: evCounts, TID: tid, Sess: sess})
+	b = append(b, make([]byte, 8*cacheSlots)...)
+	for i, c := range counts {
+		binary.LittleEndian.PutUint32(b[headerSize+8*i:], c.Gen)
+		binary.LittleEndian.PutUint32(b[headerSize+8*i+4:], c.Count)
+	}
+	return b
+}
+
+// cachedOpen returns an open record that took cache slot ref.
+func cachedOpenRecord(ref cacheRef) record {
+	r := record{Kind: evSyscall, NR: sysOpenat, Flags: flagCached | flagResolved0, Sess: []uint32{1}, Str: strs("/etc/hosts")}
+	le := binary.LittleEndian
+	le.PutUint32(r.Addr[0:], ref.Slot)
+	le.PutUint32(r.Addr[4:], ref.Gen)
+	le.PutUint32(r.Addr[8:], ref.PrevGen)
+	le.PutUint32(r.Addr[12:], ref.PrevCount)
+	return r
+}
+
 func strs(s ...string) (out [numStrings][]byte) {
 	for i, v := range s {
 		out[i] = []byte(v)
@@ -261,6 +283,47 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+func TestDecodeCache(t *testing.T) {
+	var counts [cacheSlots]slotCount
+	counts[2] = slotCount{Gen: 9, Count: 40000}
+	counts[7] = slotCount{Gen: 1 << 31, Count: 1}
+	var r record
+	if err := decodeRecord(encodeCounts(55, []uint32{3, 4}, counts), &r); err != nil {
+		t.Fatalf("counts: %v", err)
+	}
+	if r.Kind != evCounts || r.TID != 55 || r.Counts != counts || len(r.Sess) != 2 {
+		t.Errorf("counts record decoded as %+v", r)
+	}
+	if ev := r.toEvent(new(profiling.Event), clock, nil); ev != nil {
+		t.Errorf("a counts record became an event: %+v", ev)
+	}
+	ref := cacheRef{Slot: 5, Gen: 12, PrevGen: 11, PrevCount: 300}
+	if err := decodeRecord(encode(cachedOpenRecord(ref)), &r); err != nil {
+		t.Fatalf("cached open: %v", err)
+	}
+	if r.Ref != ref {
+		t.Errorf("cache reference %+v, want %+v", r.Ref, ref)
+	}
+	if ev := r.toEvent(new(profiling.Event), clock, nil); ev == nil || ev.Path != "/etc/hosts" || ev.Address != "" {
+		t.Errorf("cached open became %+v", ev)
+	}
+
+	bad := map[string][]byte{
+		"counts too short":  encodeCounts(1, nil, counts)[:countsSize-1],
+		"counts too long":   append(encodeCounts(1, nil, counts), 0),
+		"slot out of range": encode(cachedOpenRecord(cacheRef{Slot: cacheSlots, Gen: 1})),
+		"generation 0":      encode(cachedOpenRecord(cacheRef{Slot: 1})),
+	}
+	exec := cachedOpenRecord(cacheRef{Slot: 1, Gen: 1})
+	exec.Kind = evExec
+	bad["cached exec"] = encode(exec)
+	for name, raw := range bad {
+		if err := decodeRecord(raw, new(record)); !errors.Is(err, errMalformed) {
+			t.Errorf("%s: got %v, want errMalformed", name, err)
+		}
+	}
+}
+
 func TestPathTruncated(t *testing.T) {
 	exec := record{Kind: evExec, Flags: flagTrunc0 << 1}
 	if exec.pathTruncated() {
@@ -342,6 +405,8 @@ func FuzzDecodeRecord(f *testing.F) {
 		f.Add(encode(c.rec))
 	}
 	f.Add([]byte{})
+	f.Add(encodeCounts(3, []uint32{1}, [cacheSlots]slotCount{{Gen: 1, Count: 2}}))
+	f.Add(encode(cachedOpenRecord(cacheRef{Slot: 2, Gen: 3, PrevGen: 1, PrevCount: 4})))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var r record
 		err := decodeRecord(raw, &r)
@@ -354,6 +419,12 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		if total > len(raw) || len(r.Sess) > maxSess {
 			t.Fatalf("decoded %d bytes of strings from %d", total, len(raw))
+		}
+		if r.Kind == evCounts && len(raw) != countsSize {
+			t.Fatalf("a counts record of %d bytes decoded", len(raw))
+		}
+		if r.Flags&flagCached != 0 && r.Kind != evCounts && (r.Ref.Slot >= cacheSlots || r.Ref.Gen == 0) {
+			t.Fatalf("cache reference %+v decoded", r.Ref)
 		}
 		ev := r.toEvent(new(profiling.Event), clock, nil)
 		if ev != nil && ev.Kind == profiling.KindFile && r.Flags&flagResolved0 == 0 && strings.HasPrefix(ev.Path, "/") && strings.Contains(ev.Path, "/../") {

@@ -402,6 +402,7 @@ func testGoldenReceipts(t *testing.T, f *fixture) {
 		{name: "udp_sendto", args: []string{"udp"}, network: execution.NetworkLoopback, port: "udp"},
 		{name: "exec_failed", args: []string{"execfail"}},
 		{name: "daemon", args: []string{"daemon"}},
+		{name: "repeats", args: []string{"repeats"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

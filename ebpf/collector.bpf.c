@@ -234,22 +234,33 @@ struct {
 
 /* ---- sessions ---------------------------------------------------------- */
 
-static __always_inline void count_drop(__u32 slot)
+static __always_inline void count_drops(__u32 slot, __u64 events)
 {
 	__u64 *n = bpf_map_lookup_elem(&drops, &slot);
 	if (n)
-		__sync_fetch_and_add(n, 1);
+		__sync_fetch_and_add(n, events);
+}
+
+static __always_inline void count_drop(__u32 slot)
+{
+	count_drops(slot, 1);
+}
+
+/* Counts events lost for the sessions of m. */
+static __always_inline void drop_events(const struct match *m, __u64 events)
+{
+	__u32 global = GLOBAL_SLOT;
+	count_drops(global, events);
+	for (int i = 0; i < GH_MAX_SESS; i++) {
+		if (i >= m->n)
+			break;
+		count_drops(m->slot[i], events);
+	}
 }
 
 static __always_inline void drop_all(const struct match *m)
 {
-	__u32 global = GLOBAL_SLOT;
-	count_drop(global);
-	for (int i = 0; i < GH_MAX_SESS; i++) {
-		if (i >= m->n)
-			break;
-		count_drop(m->slot[i]);
-	}
+	drop_events(m, 1);
 }
 
 static __always_inline void add_match(struct match *m, __u64 id)
@@ -367,6 +378,51 @@ __attribute__((noinline)) int gh_match_walk_into(struct cgrp_match *c, struct ma
 	return fresh.n;
 }
 
+/*
+ * The last match each CPU computed, in front of the per-cgroup caches: a
+ * CPU mostly runs one task's calls back to back, and this costs a few
+ * loads where they cost a helper call. Keyed by cgroup id (ids are never
+ * reused) and generation. Another program can preempt one on the same CPU,
+ * so seq works as in struct cgrp_match: a writer takes an odd value with a
+ * compare-and-swap and leaves the next even one; a reader uses what it
+ * copied between two equal, even reads.
+ */
+struct last_match {
+	__u64 seq;
+	__u64 cg;
+	__u64 gen;
+	struct match m;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct last_match);
+} last_matches SEC(".maps");
+
+static __always_inline int last_match(struct last_match *l, __u64 cg, __u64 gen, struct match *m)
+{
+	__u64 seq = *(volatile __u64 *)&l->seq;
+	if ((seq & 1) || l->cg != cg || l->gen != gen)
+		return 0;
+	*m = l->m;
+	asm volatile("" ::: "memory");
+	return *(volatile __u64 *)&l->seq == seq;
+}
+
+static __always_inline void remember_match(struct last_match *l, __u64 cg, __u64 gen, const struct match *m)
+{
+	__u64 seq = l->seq;
+	if ((seq & 1) || __sync_val_compare_and_swap(&l->seq, seq, seq | 1) != seq)
+		return;
+	l->cg = cg;
+	l->gen = gen;
+	l->m = *m;
+	asm volatile("" ::: "memory");
+	l->seq = seq + 2;
+}
+
 /* Sessions of the current task: its cgroup and every ancestor. */
 static __always_inline int current_match(struct match *m)
 {
@@ -376,12 +432,17 @@ static __always_inline int current_match(struct match *m)
 		return 0;
 	__u64 gen = *genp;
 	__u64 cg = bpf_get_current_cgroup_id();
-	struct cached_match *c = bpf_map_lookup_elem(&match_cache, &cg);
-	if (c && c->gen == gen) {
-		*m = c->m;
+	struct last_match *l = bpf_map_lookup_elem(&last_matches, &zero);
+	if (l && last_match(l, cg, gen, m))
 		return m->n;
-	}
-	return gh_match_walk(m, cg, gen);
+	struct cached_match *c = bpf_map_lookup_elem(&match_cache, &cg);
+	if (c && c->gen == gen)
+		*m = c->m;
+	else
+		gh_match_walk(m, cg, gen);
+	if (l)
+		remember_match(l, cg, gen, m);
+	return m->n;
 }
 
 /* Sessions of the current task, for the tp_btf build: current_match with
@@ -401,18 +462,26 @@ __attribute__((noinline)) int gh_current_match_btf(struct match *m)
 	__u64 *genp = bpf_map_lookup_elem(&targets_gen, &zero);
 	if (!genp)
 		return 0;
-	__u64 want = *genp << 1;
+	__u64 gen = *genp, want = gen << 1;
 	struct cgroup *cg = bpf_get_current_task_btf()->cgroups->dfl_cgrp;
+	__u64 id = cg->kn->id;
+	struct last_match *l = bpf_map_lookup_elem(&last_matches, &zero);
+	if (l && last_match(l, id, gen, m))
+		return m->n;
 	struct cgrp_match *c = bpf_cgrp_storage_get(&cgrp_matches, cg, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!c)
 		return current_match(m);
 	if (c->seq == want) {
 		*m = c->m;
 		asm volatile("" ::: "memory");
-		if (*(volatile __u64 *)&c->seq == want)
-			return m->n;
+		if (*(volatile __u64 *)&c->seq != want)
+			gh_match_walk_into(c, m, gen);
+	} else {
+		gh_match_walk_into(c, m, gen);
 	}
-	return gh_match_walk_into(c, m, want >> 1);
+	if (l)
+		remember_match(l, id, gen, m);
+	return m->n;
 }
 
 static __always_inline int match_current(struct match *m, const int btf)
@@ -445,6 +514,128 @@ static __always_inline int task_match(struct task_struct *t, struct match *m)
 	bpf_loop(GH_CGROUP_LEVELS, task_level, &w, 0);
 	*m = w.m;
 	return m->n;
+}
+
+/* ---- repeated opens (see struct gh_cache_ref) --------------------------- */
+
+/* A file a thread opened, as the kernel knows it. The path of (dentry,
+ * mnt) changes only by a rename or a change of the mount tree, which bump
+ * path_epoch; the parent, name hash and inode make a dentry freed and
+ * reallocated at the same address a miss. */
+struct fslot {
+	__u64 gc;      /* generation | repeats << 32; one store, read whole by user space */
+	__u64 dentry;
+	__u64 mnt;
+	__u64 inode;
+	__u64 parent;
+	__u64 hashlen;
+	__u64 flags;   /* the open's flags, exactly */
+	__u64 epoch;
+};
+
+struct fcache {
+	struct match m;  /* the sessions the slots were recorded for */
+	struct fslot s[GH_CACHE_SLOTS];
+};
+
+/* Thread id -> its open cache. Only the thread writes its entry (user
+ * space reads it); the thread's exit sends and deletes it. A thread that
+ * finds the map full sends every open. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct fcache);
+} fcaches SEC(".maps");
+
+/* An empty cache to insert (never written). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fcache);
+} fcache_zero SEC(".maps");
+
+/* [0] counts renames and mount changes by any process on the host: a
+ * slot recorded at another value is a miss. [1] hands out generations. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} cache_seq SEC(".maps");
+
+static __always_inline void bump_path_epoch(void)
+{
+	__u32 zero = 0;
+	__u64 *e = bpf_map_lookup_elem(&cache_seq, &zero);
+	if (e)
+		__sync_fetch_and_add(e, 1);
+}
+
+static __always_inline __u64 path_epoch(void)
+{
+	__u32 zero = 0;
+	__u64 *e = bpf_map_lookup_elem(&cache_seq, &zero);
+	return e ? *e : 0;
+}
+
+static __always_inline int same_match(const struct match *a, const struct match *b)
+{
+	if (a->n != b->n)
+		return 0;
+	for (int i = 0; i < GH_MAX_SESS; i++)
+		if (a->sess[i] != b->sess[i])
+			return 0;
+	return 1;
+}
+
+/* Sends a thread's cache as a GH_EV_COUNTS record. A cache that counted
+ * nothing is sent too (user space then forgets its slots), but losing it
+ * loses no event. */
+static __always_inline void send_counts(struct fcache *fc, __u32 pid, __u32 tid)
+{
+	struct gh_event *h = bpf_ringbuf_reserve(&events, sizeof(struct gh_event) + GH_CACHE_SLOTS * sizeof(struct gh_count), 0);
+	if (!h) {
+		__u64 counted = 0;
+		for (int i = 0; i < GH_CACHE_SLOTS; i++)
+			counted += fc->s[i].gc >> 32;
+		if (counted)
+			drop_events(&fc->m, counted);
+		return;
+	}
+	__builtin_memset(h, 0, sizeof(*h));
+	h->kind = GH_EV_COUNTS;
+	h->pid = pid;
+	h->tid = tid;
+	h->owner = tid;
+	h->nsess = fc->m.n;
+	for (int i = 0; i < GH_MAX_SESS; i++)
+		h->sess[i] = fc->m.sess[i];
+	struct gh_count *c = (struct gh_count *)(h + 1);
+	for (int i = 0; i < GH_CACHE_SLOTS; i++) {
+		__u64 gc = fc->s[i].gc;
+		c[i].gen = (__u32)gc;
+		c[i].count = gc >> 32;
+	}
+	bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
+}
+
+/* Ends thread tid's cache, if it has one. */
+static __always_inline void end_cache(__u32 pid, __u32 tid)
+{
+	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
+	if (!fc)
+		return;
+	send_counts(fc, pid, tid);
+	bpf_map_delete_elem(&fcaches, &tid);
+}
+
+/* The slot a file takes: dentries are 192 bytes apart or more. */
+static __always_inline __u32 slot_of(__u64 dentry)
+{
+	return ((dentry >> 6) ^ (dentry >> 12)) & (GH_CACHE_SLOTS - 1);
 }
 
 /* ---- event assembly ---------------------------------------------------- */
@@ -495,7 +686,7 @@ static __always_inline struct evbuf *start_event(__u32 kind, const struct match 
 const volatile __u64 wake_bytes = 1 << 20;
 #define WAKE_CHECKS 64
 
-static __always_inline void submit(struct evbuf *b, __u32 size, const struct match *m)
+static __always_inline int submit(struct evbuf *b, __u32 size, const struct match *m)
 {
 	/* Records never exceed GH_STR_AREA_END + GH_STR_MAX bytes; the mask
 	 * (kept by the empty asm) bounds size for older verifiers. */
@@ -509,7 +700,7 @@ static __always_inline void submit(struct evbuf *b, __u32 size, const struct mat
 	struct gh_event *h = (struct gh_event *)b->data;
 	if (h->owner != (__u32)bpf_get_current_pid_tgid()) {
 		drop_all(m);
-		return;
+		return 1;
 	}
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u32 zero = 0;
@@ -519,8 +710,11 @@ static __always_inline void submit(struct evbuf *b, __u32 size, const struct mat
 		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
 			flags = BPF_RB_FORCE_WAKEUP;
 	}
-	if (bpf_ringbuf_output(&events, b, size, flags))
+	if (bpf_ringbuf_output(&events, b, size, flags)) {
 		drop_all(m);
+		return 1;
+	}
+	return 0;
 }
 
 /*
@@ -1184,6 +1378,22 @@ static __always_inline int mount_call(long nr)
 	return nr == NR_mount || nr == NR_umount2 || nr == NR_pivot_root || nr == NR_move_mount;
 }
 
+/* Calls that change the path of a file already open: a rename, or a
+ * change of the mount tree (x86_64 and i386 numbers). */
+static __always_inline int path_change64(long nr)
+{
+	return nr == NR_rename || nr == NR_renameat || nr == NR_renameat2 || mount_call(nr);
+}
+
+static __always_inline int path_change32(long nr)
+{
+	switch (nr) {
+	case 21: case 38: case 52: case 217: case 302: case 353: case 429:
+		return 1;
+	}
+	return 0;
+}
+
 /* i386 numbers of the same operations (int 0x80 from any process). */
 static __always_inline int traced32(long nr)
 {
@@ -1272,6 +1482,31 @@ __attribute__((noinline)) int gh_read_args(struct inflight *in, __u64 regs)
 	return 0;
 }
 
+/* A successful open's flags, as its record has them (open, creat, openat
+ * and openat2). */
+static __always_inline __u64 open_flags(const struct inflight *in)
+{
+	const __u64 *a = in->args;
+	switch (in->nr) {
+	case NR_open:
+		return a[1];
+	case NR_creat:
+		return O_CREAT | O_WRONLY | O_TRUNC;
+	case NR_openat:
+		return a[2];
+	}
+	/* openat2: the first member of its struct open_how. */
+	__u64 flags = 0;
+	bpf_probe_read_user(&flags, sizeof(flags), (const void *)a[2]);
+	return flags;
+}
+
+/* The opens whose files go through the thread's open cache. */
+static __always_inline int cached_open(long nr)
+{
+	return nr == NR_open || nr == NR_creat || nr == NR_openat || nr == NR_openat2;
+}
+
 /*
  * What a file syscall's record holds: s0 (+ s1, its base directory) is the
  * path operated on, either a file the kernel already opened (file), a
@@ -1303,7 +1538,7 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 		break;
 	case NR_creat:
 		pl->path0 = (const void *)a[0];
-		h->arg = O_CREAT | O_WRONLY | O_TRUNC;
+		h->arg = open_flags(in);
 		break;
 	case NR_openat:
 	case NR_mknodat:
@@ -1311,14 +1546,11 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 		pl->path0 = (const void *)a[1];
 		h->arg = a[2];
 		break;
-	case NR_openat2: {
-		__u64 flags = 0;
-		bpf_probe_read_user(&flags, sizeof(flags), (const void *)a[2]);
+	case NR_openat2:
 		pl->dfd0 = a[0];
 		pl->path0 = (const void *)a[1];
-		h->arg = flags;
+		h->arg = open_flags(in);
 		break;
-	}
 	case NR_open_by_handle_at:
 		/* Opened: the file, below. Refused (without
 		 * CAP_DAC_READ_SEARCH, the container escape it is known for):
@@ -1393,6 +1625,140 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 	}
 }
 
+/* What identifies an open file's path (see struct fslot). */
+struct file_id {
+	__u64 dentry;
+	__u64 mnt;
+	__u64 inode;
+	__u64 parent;
+	__u64 hashlen;
+};
+
+static __always_inline void file_ident(struct file_id *id, struct file *f, const int btf)
+{
+	struct path fp = file_path(f, btf);
+	id->dentry = (__u64)fp.dentry;
+	id->mnt = (__u64)fp.mnt;
+	if (btf) {
+		struct dentry *d = KCAST(btf, struct dentry, fp.dentry);
+		id->inode = (__u64)KCAST(btf, struct file, f)->f_inode;
+		id->parent = (__u64)d->d_parent;
+		id->hashlen = d->d_name.hash_len;
+	} else {
+		id->inode = (__u64)BPF_CORE_READ(f, f_inode);
+		id->parent = (__u64)BPF_CORE_READ(fp.dentry, d_parent);
+		id->hashlen = BPF_CORE_READ(fp.dentry, d_name.hash_len);
+	}
+}
+
+/* A successful open of a file the thread's cache holds, for the same
+ * sessions, with the same flags and at the same path epoch: counts it in
+ * the slot and returns 1 (no record). */
+static __always_inline int open_repeat(struct inflight *in, long ret, const int btf)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
+	if (!fc || !same_match(&fc->m, &in->m))
+		return 0;
+	struct file *f = fd_file(current_task(btf), ret, btf);
+	if (!f)
+		return 0;
+	struct file_id id = {};
+	file_ident(&id, f, btf);
+	struct fslot *s = &fc->s[slot_of(id.dentry)];
+	__u64 gc = s->gc;
+	if (!(__u32)gc || (gc >> 32) >= 0x7fffffff)
+		return 0;
+	if (s->dentry != id.dentry || s->mnt != id.mnt || s->inode != id.inode || s->parent != id.parent ||
+	    s->hashlen != id.hashlen || s->epoch != path_epoch() || s->flags != open_flags(in))
+		return 0;
+	s->gc = gc + (1ULL << 32);
+	return 1;
+}
+
+__attribute__((noinline)) int gh_open_repeat(struct inflight *in, long ret)
+{
+	if (!in)
+		return 0;
+	return open_repeat(in, ret, 0);
+}
+
+__attribute__((noinline)) int gh_open_repeat_btf(struct inflight *in, long ret)
+{
+	if (!in)
+		return 0;
+	return open_repeat(in, ret, 1);
+}
+
+/* Puts the file of an open whose record h is being written in the
+ * thread's cache, under a new generation, and says so in h. epoch is the
+ * path epoch read before the path was. A thread whose sessions changed
+ * sends its cache first (the counts belong to the sessions they were
+ * recorded for). */
+static __always_inline void cache_open(struct gh_event *h, const struct match *m, struct file *f, __u64 epoch, const int btf)
+{
+	__u64 pidtgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pidtgid;
+	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
+	if (!fc) {
+		__u32 zero = 0;
+		struct fcache *empty = bpf_map_lookup_elem(&fcache_zero, &zero);
+		if (!empty || bpf_map_update_elem(&fcaches, &tid, empty, BPF_NOEXIST))
+			return;
+		fc = bpf_map_lookup_elem(&fcaches, &tid);
+		if (!fc)
+			return;
+		fc->m = *m;
+	} else if (!same_match(&fc->m, m)) {
+		send_counts(fc, pidtgid >> 32, tid);
+		for (int i = 0; i < GH_CACHE_SLOTS; i++)
+			fc->s[i].gc = 0;
+		fc->m = *m;
+	}
+	__u32 one = 1;
+	__u64 *next = bpf_map_lookup_elem(&cache_seq, &one);
+	if (!next)
+		return;
+	__u32 gen = __sync_fetch_and_add(next, 1) + 1;
+	if (!gen)
+		return;
+	struct file_id id = {};
+	file_ident(&id, f, btf);
+	__u32 i = slot_of(id.dentry);
+	struct fslot *s = &fc->s[i];
+	__u64 gc = s->gc;
+	struct gh_cache_ref ref = {.slot = i, .gen = gen, .prev_gen = (__u32)gc, .prev_count = gc >> 32};
+	s->dentry = id.dentry;
+	s->mnt = id.mnt;
+	s->inode = id.inode;
+	s->parent = id.parent;
+	s->hashlen = id.hashlen;
+	s->flags = h->arg;
+	s->epoch = epoch;
+	s->gc = gen;
+	h->flags |= GH_F_CACHED;
+	__builtin_memcpy(h->addr, &ref, sizeof(ref));
+}
+
+/* A record that took a cache slot was not written (and counted as one
+ * event lost): the repeats of the slot's previous open it carried are lost
+ * too, and the slot is emptied, so that the file's next open is sent
+ * again. */
+static __always_inline void uncache(const struct gh_event *h, const struct match *m)
+{
+	struct gh_cache_ref ref;
+	__builtin_memcpy(&ref, h->addr, sizeof(ref));
+	if (ref.prev_count)
+		drop_events(m, ref.prev_count);
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
+	if (!fc)
+		return;
+	struct fslot *s = &fc->s[ref.slot & (GH_CACHE_SLOTS - 1)];
+	if ((__u32)s->gc == ref.gen)
+		s->gc = 0;
+}
+
 static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_struct *task, struct inflight *in, long ret, const int btf)
 {
 	struct gh_event *h = (struct gh_event *)b->data;
@@ -1409,8 +1775,11 @@ static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_str
 			mode = BPF_CORE_READ(f, f_inode, i_mode);
 		if ((mode & S_IFMT) != S_IFREG)
 			h->flags |= GH_F_NOTREG0;
+		__u64 epoch = path_epoch();
 		struct path fp = file_path(f, btf);
 		p = put_path(b, p, 0, fp.dentry, fp.mnt, btf);
+		if (cached_open(in->nr))
+			cache_open(h, &in->m, f, epoch, btf);
 	} else if (pl.path0 || pl.dir0) {
 		/* With no user path (dir0) only the base is written. */
 		p = put_user_path(b, p, 0, pl.dfd0, pl.path0, btf);
@@ -1568,7 +1937,8 @@ static __always_inline int exit_other_call(struct inflight *in, long ret, const 
 		p = exit_file(b, p, task, in, ret, btf);
 		break;
 	}
-	submit(b, p, &in->m);
+	if (submit(b, p, &in->m) && (h->flags & GH_F_CACHED))
+		uncache(h, &in->m);
 	return 0;
 }
 
@@ -1605,6 +1975,8 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 		 * read of the task, before the target lookup every process on
 		 * the host would otherwise pay for them. */
 		if (in_compat(current_task(btf), btf)) {
+			if (ret == 0 && path_change32(nr))
+				bump_path_epoch();
 			if (match_current(&in.m, btf))
 				gh_report_compat(nr, &in.m);
 			return 0;
@@ -1612,6 +1984,10 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 		if (!t64)
 			return 0;
 	}
+	/* Any process's rename or mount change may change the path of a file
+	 * some thread's open cache holds. */
+	if (ret == 0 && path_change64(nr))
+		bump_path_epoch();
 	/* A successful exec is reported by sched_process_exec. */
 	if ((nr == NR_execve || nr == NR_execveat) && ret == 0)
 		return 0;
@@ -1635,6 +2011,8 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 	} else if (gh_read_args(&in, (__u64)regs)) {
 		return 0;
 	}
+	if (ret >= 0 && cached_open(nr) && (btf ? gh_open_repeat_btf(&in, ret) : gh_open_repeat(&in, ret)))
+		return 0;
 	if (net_call(nr)) {
 		gh_exit_net(&in, ret);
 		return 0;
@@ -1693,8 +2071,11 @@ int gh_exec(struct bpf_raw_tracepoint_args *ctx)
 	__u32 old_pid = (__u32)ctx->args[1];
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	if (old_pid != tid)
-		bpf_map_delete_elem(&captured, &old_pid); /* exec from a non-leader thread */
+	if (old_pid != tid) {
+		/* An exec from a non-leader thread, which took the leader's id. */
+		bpf_map_delete_elem(&captured, &old_pid);
+		end_cache(bpf_get_current_pid_tgid() >> 32, old_pid);
+	}
 	struct match m = {};
 	if (!current_match(&m))
 		return 0;
@@ -1734,6 +2115,7 @@ int gh_exit(struct bpf_raw_tracepoint_args *ctx)
 	__u64 pidtgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pidtgid;
 	bpf_map_delete_elem(&captured, &tid);
+	end_cache(pidtgid >> 32, tid);
 	/* Only the last thread reports: signal->live reached zero before this tracepoint. */
 	int live = BPF_CORE_READ(task, signal, live.counter);
 	if (live != 0)

@@ -16,6 +16,12 @@
  *   tester connect PORT  connect to 127.0.0.1:PORT; exit 0 or print the errno name
  *   tester noise DIR     loop forever doing file, process and socket work in DIR
  *   tester spin N        N open/close pairs of /dev/null (benchmarks)
+ *   tester churn N       create 256 files in the cwd, then N open/close pairs cycling
+ *                        over them: every open misses the kernel's open cache
+ *   tester repeats       open files again and again through a rename, a change of
+ *                        flags, a file replaced under its name, more files than the
+ *                        open cache holds, and a thread that exits
+ *   tester holdopen N    N open/close pairs of /dev/null, print "ready", then sleep
  *   tester forkexec N    N fork+exec of "tester chain 0" (benchmarks)
  *   tester iouring       create an io_uring instance (its operations bypass syscalls)
  *   tester mountns       in a mount namespace of its own (and a user namespace when
@@ -281,6 +287,79 @@ static int spin(long n)
 	return 0;
 }
 
+static int churn(long n)
+{
+	char name[32];
+	for (int i = 0; i < 256; i++) {
+		snprintf(name, sizeof name, "churn-%d", i);
+		int fd = creat(name, 0644);
+		must(fd >= 0, name);
+		close(fd);
+	}
+	for (long i = 0; i < n; i++) {
+		snprintf(name, sizeof name, "churn-%ld", i % 256);
+		int fd = open(name, O_RDONLY);
+		if (fd >= 0)
+			close(fd);
+	}
+	return 0;
+}
+
+static void openn(const char *path, int flags, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int fd = open(path, flags, 0644);
+		must(fd >= 0, path);
+		close(fd);
+	}
+}
+
+static void *open_c(void *arg)
+{
+	openn("c", O_RDONLY, 4);
+	return arg;
+}
+
+/* What the kernel's open cache counts must come out exact. */
+static int repeats(void)
+{
+	openn("a", O_WRONLY | O_CREAT, 1);
+	openn("a", O_RDONLY, 5);
+	must(rename("a", "b") == 0, "rename");
+	openn("b", O_RDONLY, 3);
+	openn("b", O_WRONLY, 2);
+	must(unlink("b") == 0, "unlink");
+	openn("b", O_RDWR | O_CREAT, 1);
+	openn("b", O_RDONLY, 2);
+	must(mkdir("d", 0755) == 0, "mkdir");
+	char name[32];
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof name, "d/f%d", i);
+		openn(name, O_WRONLY | O_CREAT, 1);
+	}
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 20; i++) {
+			snprintf(name, sizeof name, "d/f%d", i);
+			openn(name, O_RDONLY, 1);
+		}
+	}
+	openn("c", O_WRONLY | O_CREAT, 1);
+	pthread_t t;
+	must(pthread_create(&t, NULL, open_c, NULL) == 0, "pthread_create");
+	pthread_join(t, NULL);
+	return 0;
+}
+
+static int holdopen(long n)
+{
+	spin(n);
+	printf("ready\n");
+	fflush(stdout);
+	for (;;)
+		pause();
+	return 0;
+}
+
 static int forkexec(int n)
 {
 	for (int i = 0; i < n; i++) {
@@ -507,6 +586,12 @@ int main(int argc, char **argv)
 		return spin(argc > 2 ? atol(argv[2]) : 0);
 	if (!strcmp(cmd, "forkexec"))
 		return forkexec(n);
+	if (!strcmp(cmd, "churn"))
+		return churn(argc > 2 ? atol(argv[2]) : 0);
+	if (!strcmp(cmd, "repeats"))
+		return repeats();
+	if (!strcmp(cmd, "holdopen"))
+		return holdopen(argc > 2 ? atol(argv[2]) : 0);
 	if (!strcmp(cmd, "nbconnect") && argc > 3) {
 		nbconnect1(n);
 		nbconnect1(atoi(argv[3]));

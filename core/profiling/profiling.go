@@ -187,6 +187,20 @@ type Event struct {
 
 	// Errno is the error name of a failed operation, "" on success.
 	Errno string
+
+	// Count is how many times a KindFile event happened, when a collector
+	// counted repeats of it in the kernel instead of sending each one.
+	// Zero means once, as 1 does; other kinds ignore it (see Times).
+	Count int64 `json:",omitempty"`
+}
+
+// Times returns how many times ev happened: its Count (at least 1) for a
+// KindFile event, 1 for any other.
+func (ev *Event) Times() int64 {
+	if ev.Kind != KindFile {
+		return 1
+	}
+	return max(ev.Count, 1)
 }
 
 // Capabilities describe what the host offers a collector, as probed.

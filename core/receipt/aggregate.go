@@ -96,7 +96,7 @@ func NewAggregator(start time.Time, caps Caps) *Aggregator {
 func (a *Aggregator) Add(ev *profiling.Event) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.events++
+	a.events += ev.Times()
 	switch ev.Kind {
 	case profiling.KindFork:
 		a.fork(ev)
@@ -107,7 +107,7 @@ func (a *Aggregator) Add(ev *profiling.Event) {
 	case profiling.KindExit:
 		a.exit(ev)
 	case profiling.KindFile:
-		a.file(File{Path: a.clip(ev.Path), Op: ev.Op, Target: a.clip(ev.Target), PID: ev.PID, OK: ev.Errno == "", Errno: ev.Errno})
+		a.file(File{Path: a.clip(ev.Path), Op: ev.Op, Target: a.clip(ev.Target), PID: ev.PID, OK: ev.Errno == "", Errno: ev.Errno}, ev.Times())
 	case profiling.KindNet:
 		a.network(ev)
 	case profiling.KindRunning:
@@ -198,7 +198,7 @@ func (a *Aggregator) exec(ev *profiling.Event) {
 		clipped[i] = a.clip(s)
 	}
 	exe := a.clip(ev.Exe)
-	a.file(File{Path: exe, Op: OpExec, PID: ev.PID, OK: true})
+	a.file(File{Path: exe, Op: OpExec, PID: ev.PID, OK: true}, 1)
 	i, ok := a.live[ev.PID]
 	if _, seeded := a.seededAfter(ev.PID, ev.Time); seeded {
 		// The seed described this image, perhaps before the exec reached
@@ -219,7 +219,7 @@ func (a *Aggregator) exec(ev *profiling.Event) {
 }
 
 func (a *Aggregator) execFailed(ev *profiling.Event) {
-	a.file(File{Path: a.clip(ev.Exe), Op: OpExec, PID: ev.PID, OK: false, Errno: ev.Errno})
+	a.file(File{Path: a.clip(ev.Exe), Op: OpExec, PID: ev.PID, OK: false, Errno: ev.Errno}, 1)
 	i, ok := a.live[ev.PID]
 	if !ok {
 		i = a.newProc(Process{PID: ev.PID, PPID: ev.PPID, UID: ev.UID, StartOffsetMS: a.offset(ev.Time), EndOffsetMS: -1})
@@ -246,21 +246,21 @@ func (a *Aggregator) exit(ev *profiling.Event) {
 
 // file counts f. Below the cap it is one map operation: the lookup that
 // tells a new entry from a known one is only needed at the cap.
-func (a *Aggregator) file(f File) {
+func (a *Aggregator) file(f File, times int64) {
 	if a.lastCount != nil && f == a.lastFile {
-		*a.lastCount++
+		*a.lastCount += times
 		return
 	}
 	n, ok := a.files[f]
 	if !ok {
 		if len(a.files) >= a.caps.Files {
-			a.omitted.Files++
+			a.omitted.Files += times
 			return
 		}
 		n = new(int64)
 		a.files[f] = n
 	}
-	*n++
+	*n += times
 	a.lastFile, a.lastCount = f, n
 }
 

@@ -56,3 +56,24 @@ func TestAggregatorFiles(t *testing.T) {
 		t.Errorf("%d events, want 10", a.Events())
 	}
 }
+
+// An event with a Count stands for that many: in the entry, in what the
+// cap omits and in the event total. Other kinds ignore it.
+func TestAggregatorFileCounts(t *testing.T) {
+	a := NewAggregator(time.Now(), Caps{Files: 1})
+	a.Add(&profiling.Event{Kind: profiling.KindFile, Path: "/a", Op: OpRead, PID: 1, Count: 5})
+	a.Add(&profiling.Event{Kind: profiling.KindFile, Path: "/a", Op: OpRead, PID: 1})
+	a.Add(&profiling.Event{Kind: profiling.KindFile, Path: "/a", Op: OpRead, PID: 1, Count: 3})
+	a.Add(&profiling.Event{Kind: profiling.KindFile, Path: "/b", Op: OpRead, PID: 1, Count: 7}) // past the cap
+	a.Add(&profiling.Event{Kind: profiling.KindFork, PID: 2, PPID: 1, Count: 9})
+	_, files, _, omitted := a.Sections()
+	if len(files) != 1 || files[0].Count != 9 {
+		t.Errorf("files %+v, want /a 9 times", files)
+	}
+	if omitted.Files != 7 {
+		t.Errorf("omitted %d file events, want 7", omitted.Files)
+	}
+	if a.Events() != 17 {
+		t.Errorf("%d events, want 17 (9 + 7 file events and a fork)", a.Events())
+	}
+}

@@ -54,6 +54,29 @@ type BPFEvbuf struct {
 	Data [32768]uint8
 }
 
+type BPFFcache struct {
+	_ structs.HostLayout
+	M struct {
+		_    structs.HostLayout
+		Sess [4]uint32
+		Slot [4]uint32
+		N    uint16
+		_    [2]byte
+	}
+	_ [4]byte
+	S [8]struct {
+		_       structs.HostLayout
+		Gc      uint64
+		Dentry  uint64
+		Mnt     uint64
+		Inode   uint64
+		Parent  uint64
+		Hashlen uint64
+		Flags   uint64
+		Epoch   uint64
+	}
+}
+
 type BPFGhEvent struct {
 	_      structs.HostLayout
 	Ktime  uint64
@@ -83,6 +106,21 @@ type BPFGhTarget struct {
 	Slot uint32
 }
 
+type BPFLastMatch struct {
+	_   structs.HostLayout
+	Seq uint64
+	Cg  uint64
+	Gen uint64
+	M   struct {
+		_    structs.HostLayout
+		Sess [4]uint32
+		Slot [4]uint32
+		N    uint16
+		_    [2]byte
+	}
+	_ [4]byte
+}
+
 type BPFPathbuf struct {
 	_    structs.HostLayout
 	Comp [96]struct {
@@ -108,12 +146,16 @@ type BPFPendingConnect struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	BPFMapCacheSeq        = "cache_seq"
 	BPFMapCaptured        = "captured"
 	BPFMapCgrpMatches     = "cgrp_matches"
 	BPFMapCompatSeen      = "compat_seen"
 	BPFMapDrops           = "drops"
 	BPFMapEvbufs          = "evbufs"
 	BPFMapEvents          = "events"
+	BPFMapFcacheZero      = "fcache_zero"
+	BPFMapFcaches         = "fcaches"
+	BPFMapLastMatches     = "last_matches"
 	BPFMapMatchCache      = "match_cache"
 	BPFMapPathbufs        = "pathbufs"
 	BPFMapPendingConnects = "pending_connects"
@@ -200,12 +242,16 @@ type BPFProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BPFMapSpecs struct {
+	CacheSeq        *ebpf.MapSpec `ebpf:"cache_seq"`
 	Captured        *ebpf.MapSpec `ebpf:"captured"`
 	CgrpMatches     *ebpf.MapSpec `ebpf:"cgrp_matches"`
 	CompatSeen      *ebpf.MapSpec `ebpf:"compat_seen"`
 	Drops           *ebpf.MapSpec `ebpf:"drops"`
 	Evbufs          *ebpf.MapSpec `ebpf:"evbufs"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
+	FcacheZero      *ebpf.MapSpec `ebpf:"fcache_zero"`
+	Fcaches         *ebpf.MapSpec `ebpf:"fcaches"`
+	LastMatches     *ebpf.MapSpec `ebpf:"last_matches"`
 	MatchCache      *ebpf.MapSpec `ebpf:"match_cache"`
 	Pathbufs        *ebpf.MapSpec `ebpf:"pathbufs"`
 	PendingConnects *ebpf.MapSpec `ebpf:"pending_connects"`
@@ -244,12 +290,16 @@ func (o *BPFObjects) Close() error {
 //
 // It can be passed to LoadBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BPFMaps struct {
+	CacheSeq        *ebpf.Map `ebpf:"cache_seq"`
 	Captured        *ebpf.Map `ebpf:"captured"`
 	CgrpMatches     *ebpf.Map `ebpf:"cgrp_matches"`
 	CompatSeen      *ebpf.Map `ebpf:"compat_seen"`
 	Drops           *ebpf.Map `ebpf:"drops"`
 	Evbufs          *ebpf.Map `ebpf:"evbufs"`
 	Events          *ebpf.Map `ebpf:"events"`
+	FcacheZero      *ebpf.Map `ebpf:"fcache_zero"`
+	Fcaches         *ebpf.Map `ebpf:"fcaches"`
+	LastMatches     *ebpf.Map `ebpf:"last_matches"`
 	MatchCache      *ebpf.Map `ebpf:"match_cache"`
 	Pathbufs        *ebpf.Map `ebpf:"pathbufs"`
 	PendingConnects *ebpf.Map `ebpf:"pending_connects"`
@@ -261,12 +311,16 @@ type BPFMaps struct {
 
 func (m *BPFMaps) Close() error {
 	return _BPFClose(
+		m.CacheSeq,
 		m.Captured,
 		m.CgrpMatches,
 		m.CompatSeen,
 		m.Drops,
 		m.Evbufs,
 		m.Events,
+		m.FcacheZero,
+		m.Fcaches,
+		m.LastMatches,
 		m.MatchCache,
 		m.Pathbufs,
 		m.PendingConnects,

@@ -9,7 +9,7 @@
 #ifndef GLASSHOUSE_H
 #define GLASSHOUSE_H
 
-#define GH_ABI 1
+#define GH_ABI 2
 
 /* Event kinds (gh_event.kind). */
 #define GH_EV_FORK 1        /* new process (not a thread): pid, ppid */
@@ -18,6 +18,9 @@
 #define GH_EV_SYSCALL 4     /* a traced syscall returned: nr, ret, strings per nr */
 #define GH_EV_MARKER 5      /* flush barrier requested by user space: sess[0] */
 #define GH_EV_COMPAT 6      /* a 32-bit (int 0x80) file/net/exec syscall: nr is the i386 number */
+#define GH_EV_COUNTS 7      /* a thread's open cache ended (the thread exited, exec'd from a non-leader
+                             * thread, or its sessions changed): the header is followed by
+                             * GH_CACHE_SLOTS struct gh_count, the repeats each slot held */
 
 /* gh_event.flags */
 #define GH_F_TRUNC0 (1u << 0)       /* string i was truncated: GH_F_TRUNC0 << i */
@@ -27,6 +30,7 @@
 #define GH_F_RESOLVED0 (1u << 8)    /* s0 was resolved from a kernel struct file (absolute) */
 #define GH_F_PSEUDO0 (1u << 9)      /* s0 names a file outside any mount tree (pipe, memfd) */
 #define GH_F_NOTREG0 (1u << 10)     /* s0 (resolved) is not a regular file: O_CREAT created nothing */
+#define GH_F_CACHED (1u << 11)      /* an open the thread's cache now holds: addr is a struct gh_cache_ref */
 
 #define GH_NSTR 4
 #define GH_MAX_SESS 4
@@ -38,6 +42,7 @@
 #define GH_STR_AREA_END 16383
 #define GH_PATH_COMPONENTS 96       /* deepest path walked (dentries + mounts) */
 #define GH_CGROUP_LEVELS 32         /* deepest cgroup nesting searched for targets */
+#define GH_CACHE_SLOTS 8            /* files a thread's open cache holds */
 
 struct gh_event {
 	__u64 ktime;        /* bpf_ktime_get_ns (CLOCK_MONOTONIC); 0 in file and network records */
@@ -65,6 +70,27 @@ struct gh_event {
 struct gh_target {
 	__u32 sess;         /* session id chosen by user space, never 0 */
 	__u32 slot;         /* index into the drops array */
+};
+
+/*
+ * Repeated opens. A thread's successful opens go through a small cache of
+ * the files it opened last. A miss sends the open's record, which takes a
+ * slot (GH_F_CACHED) under a new generation; an open that hits only counts
+ * in the slot. The counts reach user space three ways: the record that
+ * takes a slot carries what the slot held before (prev_*), a GH_EV_COUNTS
+ * record carries every slot when the cache ends, and user space reads the
+ * cache of a thread still alive when its session stops.
+ */
+struct gh_cache_ref {
+	__u32 slot;
+	__u32 gen;          /* never 0; unique across threads */
+	__u32 prev_gen;     /* the slot's previous occupant, 0 if none */
+	__u32 prev_count;   /* its repeats */
+};
+
+struct gh_count {
+	__u32 gen;          /* 0: the slot is empty */
+	__u32 count;        /* repeats of the open that took the slot */
 };
 
 #endif

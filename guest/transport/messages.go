@@ -34,6 +34,9 @@ const (
 	MaxBlind      = 256
 	MaxNotes      = 64
 	MaxMessageLen = 4096
+	// MaxEventCount bounds an event's Count: the guest's kernel counts at
+	// most 2^31 repeats of an open before it sends it again.
+	MaxEventCount = 1 << 31
 )
 
 // Hello is the guest's first frame.
@@ -204,6 +207,9 @@ func (e *Events) Validate() error {
 		ev := &e.Events[i]
 		if len(ev.Argv) > MaxArgs {
 			return fmt.Errorf("%w: events[%d]: %d arguments exceeds the limit of %d", ErrBadFrame, i, len(ev.Argv), MaxArgs)
+		}
+		if ev.Count < 0 || ev.Count > MaxEventCount {
+			return fmt.Errorf("%w: events[%d]: count %d is outside 0..%d", ErrBadFrame, i, ev.Count, int64(MaxEventCount))
 		}
 		if err := checkStrings("events", append([]string{ev.Exe, ev.Cwd, ev.Signal, ev.Op, ev.Path, ev.Target,
 			ev.Family, ev.Protocol, ev.Address, ev.Errno}, ev.Argv...)...); err != nil {

@@ -165,7 +165,8 @@ func TestMessagesRoundTrip(t *testing.T) {
 	defer h.Close()
 	run := &Run{Argv: []string{"python3", "main.py"}, Env: []string{"PATH=/bin", "X=a=b"}, TimeoutMS: 1000,
 		MemoryBytes: 1 << 20, PIDs: 5, OutputBytes: 10, Network: "none", Collect: []string{"out/a.txt"}}
-	ev := &Events{Events: []profiling.Event{{Kind: profiling.KindExec, PID: 7, Exe: "/usr/bin/python3", Argv: []string{"python3"}, Time: time.Unix(1, 5).UTC()}}}
+	ev := &Events{Events: []profiling.Event{{Kind: profiling.KindExec, PID: 7, Exe: "/usr/bin/python3", Argv: []string{"python3"}, Time: time.Unix(1, 5).UTC()},
+		{Kind: profiling.KindFile, PID: 7, Op: "read", Path: "/etc/hosts", Count: 40}}}
 	go func() {
 		_ = g.Send(run)
 		_ = g.Send(ev)
@@ -188,7 +189,7 @@ func TestMessagesRoundTrip(t *testing.T) {
 	if err := Decode(f, &gotEv); err != nil {
 		t.Fatal(err)
 	}
-	if gotEv.Events[0].Exe != "/usr/bin/python3" || !gotEv.Events[0].Time.Equal(time.Unix(1, 5)) {
+	if gotEv.Events[0].Exe != "/usr/bin/python3" || !gotEv.Events[0].Time.Equal(time.Unix(1, 5)) || gotEv.Events[1].Count != 40 {
 		t.Fatalf("events: %+v", gotEv)
 	}
 	// Decoding into the wrong message is refused.
@@ -220,6 +221,22 @@ func TestMessagesRoundTrip(t *testing.T) {
 	c, err := DecodeFileChunk(f)
 	if err != nil || c.Path != "empty" || !c.Last || !c.Truncated || len(c.Data) != 0 {
 		t.Fatalf("empty file chunk: %+v %v", c, err)
+	}
+}
+
+func TestEventsValidate(t *testing.T) {
+	for _, n := range []int64{0, 1, MaxEventCount} {
+		e := Events{Events: []profiling.Event{{Kind: profiling.KindFile, Path: "/a", Count: n}}}
+		if err := e.Validate(); err != nil {
+			t.Errorf("count %d: %v", n, err)
+		}
+	}
+	for _, n := range []int64{-1, MaxEventCount + 1} {
+		e := Events{Events: []profiling.Event{{Kind: profiling.KindFile, Path: "/a"}, {Kind: profiling.KindFile, Path: "/a", Count: n}}}
+		err := e.Validate()
+		if !errors.Is(err, ErrBadFrame) || !strings.Contains(err.Error(), "events[1]: count") {
+			t.Errorf("count %d: got %v, want a bad frame naming events[1]'s count", n, err)
+		}
 	}
 }
 
