@@ -169,6 +169,7 @@ struct pathbuf {
 	 * arguments is a BPF function's limit). */
 	__u64 arg_dentry;
 	__u64 arg_vfsmnt;
+	__u64 arg_file;  /* for gh_cache_open(_btf) */
 };
 
 struct {
@@ -522,13 +523,17 @@ static __always_inline int task_match(struct task_struct *t, struct match *m)
  * mnt) changes only by a rename or a change of the mount tree, which bump
  * path_epoch; the parent, name hash and inode make a dentry freed and
  * reallocated at the same address a miss. */
-struct fslot {
-	__u64 gc;      /* generation | repeats << 32; one store, read whole by user space */
+struct file_id {
 	__u64 dentry;
 	__u64 mnt;
 	__u64 inode;
 	__u64 parent;
 	__u64 hashlen;
+};
+
+struct fslot {
+	__u64 gc;      /* generation | repeats << 32; one store, read whole by user space */
+	struct file_id id;
 	__u64 flags;   /* the open's flags, exactly */
 	__u64 epoch;
 };
@@ -632,10 +637,13 @@ static __always_inline void end_cache(__u32 pid, __u32 tid)
 	bpf_map_delete_elem(&fcaches, &tid);
 }
 
-/* The slot a file takes: dentries are 192 bytes apart or more. */
-static __always_inline __u32 slot_of(__u64 dentry)
+/* The slot a file takes, by its name's hash (struct qstr's hash_len: the
+ * hash is salted with the parent dentry). A scalar: the verifier allows no
+ * arithmetic on the kernel pointers. */
+static __always_inline __u32 slot_of(__u64 hashlen)
 {
-	return ((dentry >> 6) ^ (dentry >> 12)) & (GH_CACHE_SLOTS - 1);
+	__u32 h = (__u32)hashlen;
+	return (h ^ (h >> 8) ^ (h >> 16)) & (GH_CACHE_SLOTS - 1);
 }
 
 /* ---- event assembly ---------------------------------------------------- */
@@ -1625,29 +1633,20 @@ static __always_inline void plan_file(struct plan *pl, struct gh_event *h, struc
 	}
 }
 
-/* What identifies an open file's path (see struct fslot). */
-struct file_id {
-	__u64 dentry;
-	__u64 mnt;
-	__u64 inode;
-	__u64 parent;
-	__u64 hashlen;
-};
-
-static __always_inline void file_ident(struct file_id *id, struct file *f, const int btf)
+/* What identifies file f's path (see struct fslot), fp being its path. */
+static __always_inline void file_ident(struct file_id *id, struct file *f, const struct path *fp, const int btf)
 {
-	struct path fp = file_path(f, btf);
-	id->dentry = (__u64)fp.dentry;
-	id->mnt = (__u64)fp.mnt;
+	id->dentry = (__u64)fp->dentry;
+	id->mnt = (__u64)fp->mnt;
 	if (btf) {
-		struct dentry *d = KCAST(btf, struct dentry, fp.dentry);
+		struct dentry *d = KCAST(btf, struct dentry, fp->dentry);
 		id->inode = (__u64)KCAST(btf, struct file, f)->f_inode;
 		id->parent = (__u64)d->d_parent;
 		id->hashlen = d->d_name.hash_len;
 	} else {
 		id->inode = (__u64)BPF_CORE_READ(f, f_inode);
-		id->parent = (__u64)BPF_CORE_READ(fp.dentry, d_parent);
-		id->hashlen = BPF_CORE_READ(fp.dentry, d_name.hash_len);
+		id->parent = (__u64)BPF_CORE_READ(fp->dentry, d_parent);
+		id->hashlen = BPF_CORE_READ(fp->dentry, d_name.hash_len);
 	}
 }
 
@@ -1663,14 +1662,15 @@ static __always_inline int open_repeat(struct inflight *in, long ret, const int 
 	struct file *f = fd_file(current_task(btf), ret, btf);
 	if (!f)
 		return 0;
+	struct path fp = file_path(f, btf);
 	struct file_id id = {};
-	file_ident(&id, f, btf);
-	struct fslot *s = &fc->s[slot_of(id.dentry)];
+	file_ident(&id, f, &fp, btf);
+	struct fslot *s = &fc->s[slot_of(id.hashlen)];
 	__u64 gc = s->gc;
 	if (!(__u32)gc || (gc >> 32) >= 0x7fffffff)
 		return 0;
-	if (s->dentry != id.dentry || s->mnt != id.mnt || s->inode != id.inode || s->parent != id.parent ||
-	    s->hashlen != id.hashlen || s->epoch != path_epoch() || s->flags != open_flags(in))
+	if (s->id.dentry != id.dentry || s->id.mnt != id.mnt || s->id.inode != id.inode || s->id.parent != id.parent ||
+	    s->id.hashlen != id.hashlen || s->epoch != path_epoch() || s->flags != open_flags(in))
 		return 0;
 	s->gc = gc + (1ULL << 32);
 	return 1;
@@ -1697,6 +1697,8 @@ __attribute__((noinline)) int gh_open_repeat_btf(struct inflight *in, long ret)
  * recorded for). */
 static __always_inline void cache_open(struct gh_event *h, const struct match *m, struct file *f, __u64 epoch, const int btf)
 {
+	if (!h || !m)
+		return;
 	__u64 pidtgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pidtgid;
 	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
@@ -1722,22 +1724,44 @@ static __always_inline void cache_open(struct gh_event *h, const struct match *m
 	__u32 gen = __sync_fetch_and_add(next, 1) + 1;
 	if (!gen)
 		return;
-	struct file_id id = {};
-	file_ident(&id, f, btf);
-	__u32 i = slot_of(id.dentry);
+	struct path fp = file_path(f, btf);
+	__u64 hashlen;
+	if (btf)
+		hashlen = KCAST(btf, struct dentry, fp.dentry)->d_name.hash_len;
+	else
+		hashlen = BPF_CORE_READ(fp.dentry, d_name.hash_len);
+	__u32 i = slot_of(hashlen);
 	struct fslot *s = &fc->s[i];
 	__u64 gc = s->gc;
-	struct gh_cache_ref ref = {.slot = i, .gen = gen, .prev_gen = (__u32)gc, .prev_count = gc >> 32};
-	s->dentry = id.dentry;
-	s->mnt = id.mnt;
-	s->inode = id.inode;
-	s->parent = id.parent;
-	s->hashlen = id.hashlen;
+	struct gh_cache_ref *ref = (struct gh_cache_ref *)h->addr;
+	ref->slot = i;
+	ref->gen = gen;
+	ref->prev_gen = (__u32)gc;
+	ref->prev_count = gc >> 32;
+	file_ident(&s->id, f, &fp, btf);
 	s->flags = h->arg;
 	s->epoch = epoch;
 	s->gc = gen;
 	h->flags |= GH_F_CACHED;
-	__builtin_memcpy(h->addr, &ref, sizeof(ref));
+}
+
+/* cache_open as global functions: off the stack of the exit program's
+ * deepest chain of calls (6.1 limits their stacks to 512 bytes together).
+ * The file comes in pb->arg_file (see struct pathbuf). */
+__attribute__((noinline)) int gh_cache_open(struct gh_event *h, struct inflight *in, struct pathbuf *pb, __u64 epoch)
+{
+	if (!in || !pb)
+		return 0;
+	cache_open(h, &in->m, (struct file *)pb->arg_file, epoch, 0);
+	return 0;
+}
+
+__attribute__((noinline)) int gh_cache_open_btf(struct gh_event *h, struct inflight *in, struct pathbuf *pb, __u64 epoch)
+{
+	if (!in || !pb)
+		return 0;
+	cache_open(h, &in->m, (struct file *)pb->arg_file, epoch, 1);
+	return 0;
 }
 
 /* A record that took a cache slot was not written (and counted as one
@@ -1746,16 +1770,15 @@ static __always_inline void cache_open(struct gh_event *h, const struct match *m
  * again. */
 static __always_inline void uncache(const struct gh_event *h, const struct match *m)
 {
-	struct gh_cache_ref ref;
-	__builtin_memcpy(&ref, h->addr, sizeof(ref));
-	if (ref.prev_count)
-		drop_events(m, ref.prev_count);
+	const struct gh_cache_ref *ref = (const struct gh_cache_ref *)h->addr;
+	if (ref->prev_count)
+		drop_events(m, ref->prev_count);
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
 	if (!fc)
 		return;
-	struct fslot *s = &fc->s[ref.slot & (GH_CACHE_SLOTS - 1)];
-	if ((__u32)s->gc == ref.gen)
+	struct fslot *s = &fc->s[ref->slot & (GH_CACHE_SLOTS - 1)];
+	if ((__u32)s->gc == ref->gen)
 		s->gc = 0;
 }
 
@@ -1778,8 +1801,15 @@ static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_str
 		__u64 epoch = path_epoch();
 		struct path fp = file_path(f, btf);
 		p = put_path(b, p, 0, fp.dentry, fp.mnt, btf);
-		if (cached_open(in->nr))
-			cache_open(h, &in->m, f, epoch, btf);
+		__u32 zero = 0;
+		struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+		if (pb && cached_open(in->nr)) {
+			pb->arg_file = (__u64)f;
+			if (btf)
+				gh_cache_open_btf(h, in, pb, epoch);
+			else
+				gh_cache_open(h, in, pb, epoch);
+		}
 	} else if (pl.path0 || pl.dir0) {
 		/* With no user path (dir0) only the base is written. */
 		p = put_user_path(b, p, 0, pl.dfd0, pl.path0, btf);

@@ -18,9 +18,10 @@
  *   tester spin N        N open/close pairs of /dev/null (benchmarks)
  *   tester churn N       create 256 files in the cwd, then N open/close pairs cycling
  *                        over them: every open misses the kernel's open cache
- *   tester repeats       open files again and again through a rename, a change of
- *                        flags, a file replaced under its name, more files than the
- *                        open cache holds, and a thread that exits
+ *   tester repeats       open files again and again through a rename (of the file and
+ *                        of its directory), a change of flags, a file replaced under
+ *                        its name, more files than the open cache holds, and a thread
+ *                        that exits
  *   tester holdopen N    N open/close pairs of /dev/null, print "ready", then sleep
  *   tester forkexec N    N fork+exec of "tester chain 0" (benchmarks)
  *   tester iouring       create an io_uring instance (its operations bypass syscalls)
@@ -331,6 +332,12 @@ static int repeats(void)
 	must(unlink("b") == 0, "unlink");
 	openn("b", O_RDWR | O_CREAT, 1);
 	openn("b", O_RDONLY, 2);
+	/* Its directory renamed: same dentry, same name, another path. */
+	must(mkdir("e", 0755) == 0, "mkdir");
+	openn("e/x", O_WRONLY | O_CREAT, 1);
+	openn("e/x", O_RDONLY, 2);
+	must(rename("e", "e2") == 0, "rename");
+	openn("e2/x", O_RDONLY, 3);
 	must(mkdir("d", 0755) == 0, "mkdir");
 	char name[32];
 	for (int i = 0; i < 20; i++) {

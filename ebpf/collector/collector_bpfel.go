@@ -65,15 +65,18 @@ type BPFFcache struct {
 	}
 	_ [4]byte
 	S [8]struct {
-		_       structs.HostLayout
-		Gc      uint64
-		Dentry  uint64
-		Mnt     uint64
-		Inode   uint64
-		Parent  uint64
-		Hashlen uint64
-		Flags   uint64
-		Epoch   uint64
+		_  structs.HostLayout
+		Gc uint64
+		Id struct {
+			_       structs.HostLayout
+			Dentry  uint64
+			Mnt     uint64
+			Inode   uint64
+			Parent  uint64
+			Hashlen uint64
+		}
+		Flags uint64
+		Epoch uint64
 	}
 }
 
@@ -132,6 +135,7 @@ type BPFPathbuf struct {
 	}
 	ArgDentry uint64
 	ArgVfsmnt uint64
+	ArgFile   uint64
 }
 
 type BPFPendingConnect struct {

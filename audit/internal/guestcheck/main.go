@@ -104,6 +104,16 @@ func run() bool {
 		}
 		all = check("run tester "+strings.Join(args, " "), err) && all
 	}
+	// Repeated opens the kernel counts, in a directory of their own.
+	err = os.Mkdir("/tmp/rep", 0o755)
+	if err == nil {
+		err = os.Chdir("/tmp/rep")
+	}
+	if err == nil {
+		_, err = runIn(cg, "repeats")
+		os.Chdir("/tmp")
+	}
+	all = check("run tester repeats", err) && all
 	rep, err := s.Stop(context.Background())
 	all = check(fmt.Sprintf("stop session: events=%d dropped=%d blind=%q", rep.Events, rep.Dropped, rep.Blind), err) && all
 	if guard != nil {
@@ -128,6 +138,21 @@ func run() bool {
 		if _, ok := want[k]; ok {
 			want[k] = true
 		}
+	}
+	counts := map[string]int64{"read /tmp/rep/a": 5, "read /tmp/rep/b": 5, "write /tmp/rep/b": 2, "read /tmp/rep/c": 4, "read /tmp/rep/d/f7": 3,
+		"read /tmp/rep/e/x": 2, "read /tmp/rep/e2/x": 3}
+	for _, f := range files {
+		if n, ok := counts[f.Op+" "+f.Path]; ok {
+			var err error
+			if f.Count != n {
+				err = fmt.Errorf("count %d, want %d", f.Count, n)
+			}
+			all = check(fmt.Sprintf("receipt counts %s %s", f.Op, f.Path), err) && all
+			delete(counts, f.Op+" "+f.Path)
+		}
+	}
+	for k := range counts {
+		all = check("receipt has "+k, errors.New("missing from the receipt")) && all
 	}
 	for k, seen := range want {
 		var err error
