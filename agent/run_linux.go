@@ -347,6 +347,10 @@ func (l *loop) snap(w *workload, now time.Time, sec sections, user, sys int64) *
 	return s
 }
 
+// syncTimeout bounds how long a window's cut waits for the collector to
+// deliver what it holds.
+const syncTimeout = 2 * time.Second
+
 // rollDue cuts a rolling receipt for every workload whose window is
 // older than the roll interval.
 func (l *loop) rollDue(now time.Time) {
@@ -356,6 +360,15 @@ func (l *loop) rollDue(now time.Time) {
 		w.mu.Unlock()
 		if !due {
 			continue
+		}
+		// Counts the collector still holds (repeated opens of threads
+		// still running) belong to this window.
+		if sy, ok := w.sess.(profiling.Syncer); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+			if err := sy.Sync(ctx); err != nil {
+				l.a.log.Warn("sync profiling session", "workload", w.id, "err", err)
+			}
+			cancel()
 		}
 		user, sys := cpuUsage(w.abs)
 		w.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +40,9 @@ type fakeSession struct {
 	n      int64
 	stop   bool
 	drops  int64
+	// held are events delivered only by Sync, as the host collector
+	// holds the counts of repeated opens.
+	held []profiling.Event
 }
 
 func newFakeController() *fakeController {
@@ -76,6 +80,24 @@ func (s *fakeSession) add(ev profiling.Event) {
 	}
 	s.n++
 	s.sink.Add(&ev)
+}
+
+// hold keeps ev for the next Sync.
+func (s *fakeSession) hold(ev profiling.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = append(s.held, ev)
+}
+
+func (s *fakeSession) Sync(context.Context) error {
+	s.mu.Lock()
+	held := s.held
+	s.held = nil
+	s.mu.Unlock()
+	for _, ev := range held {
+		s.add(ev)
+	}
+	return nil
 }
 
 func (s *fakeSession) Stop(context.Context) (profiling.Report, error) {
@@ -366,11 +388,16 @@ func TestAgentRollingReceipts(t *testing.T) {
 	evs := workloadEvents(clock())
 	s.add(evs[0])
 	s.add(evs[1])
+	// Counts the collector holds until a Sync belong to the window too.
+	s.hold(profiling.Event{Kind: profiling.KindFile, PID: 100, Op: receipt.OpRead, Path: "/etc/hosts", Count: 7})
 	advance(1500 * time.Millisecond)
 	r1 := h.nextReceipt()
 	checkReceipt(t, r1)
-	if len(r1.Files) != 2 || len(r1.Processes) != 1 || r1.Processes[0].EndOffsetMS != -1 {
+	if len(r1.Files) != 3 || len(r1.Processes) != 1 || r1.Processes[0].EndOffsetMS != -1 {
 		t.Fatalf("first window: files %+v processes %+v", r1.Files, r1.Processes)
+	}
+	if i := slices.IndexFunc(r1.Files, func(f receipt.File) bool { return f.Path == "/etc/hosts" }); i < 0 || r1.Files[i].Count != 7 {
+		t.Fatalf("first window lacks the held count of /etc/hosts: %+v", r1.Files)
 	}
 	if !strings.Contains(strings.Join(r1.Backend.Notes, "\n"), "receipt 1 (rolling)") {
 		t.Fatalf("notes %q", r1.Backend.Notes)

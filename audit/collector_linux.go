@@ -409,6 +409,7 @@ func (c *Collector) Start(ctx context.Context, target profiling.Target, sink pro
 		slot:    slot,
 		misses0: c.recursionMisses(),
 		marker:  make(chan struct{}),
+		syncs:   make(map[int64]chan struct{}),
 		exited:  newRecentPIDs(),
 	}
 	c.publish(func(m map[uint32]*session) { m[id] = s })
@@ -506,7 +507,7 @@ func (c *Collector) handle(raw []byte, r *record, names *interner) {
 	case evMarker:
 		if len(r.Sess) == 1 {
 			if s := sessions[r.Sess[0]]; s != nil {
-				s.markerSeen()
+				s.markerSeen(r.Ret)
 			}
 		}
 		return
@@ -617,6 +618,9 @@ type session struct {
 	mu           sync.Mutex
 	stopped      bool
 	sawMarker    bool
+	// syncs are the Sync calls waiting for their marker, by sequence.
+	syncs    map[int64]chan struct{}
+	lastSync int64
 	events       int64
 	decodeErrors int64
 	truncated    int64
@@ -700,9 +704,18 @@ func (s *session) decodeError() {
 	s.mu.Unlock()
 }
 
-func (s *session) markerSeen() {
+// markerSeen handles the session's marker with sequence seq: Stop's (0)
+// or a Sync's.
+func (s *session) markerSeen(seq int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if seq != 0 {
+		if ch := s.syncs[seq]; ch != nil {
+			delete(s.syncs, seq)
+			close(ch)
+		}
+		return
+	}
 	if s.sawMarker {
 		return
 	}
@@ -741,7 +754,7 @@ func (s *session) stop(ctx context.Context) (profiling.Report, error) {
 	flushErr := s.flush(ctx)
 	// The caches of threads still alive hold repeats no record carried.
 	sessions := *c.sessions.Load()
-	c.reps.live(s.id, c.readCache, func(id uint32) bool { return sessions[id] != nil }, func(e *cachedOpen, n int64) {
+	c.reps.live(s.id, c.readCache, func(e *cachedOpen, n int64) {
 		for _, id := range e.sess {
 			if id == s.id {
 				s.repeat(&e.ev, n, true)
@@ -750,6 +763,7 @@ func (s *session) stop(ctx context.Context) (profiling.Report, error) {
 			}
 		}
 	})
+	c.reps.forget(s.id, func(id uint32) bool { return sessions[id] != nil })
 	var dropped uint64
 	if err := c.objs.Drops.Lookup(s.slot, &dropped); err != nil && flushErr == nil {
 		flushErr = fmt.Errorf("read drop counter: %w", err)
@@ -777,13 +791,43 @@ func (s *session) stop(ctx context.Context) (profiling.Report, error) {
 	return rep, flushErr
 }
 
+// Sync implements profiling.Syncer: once every record written before
+// the call has been delivered (a marker, as Stop queues), it delivers what
+// the kernel has counted since of the repeated opens of the target's
+// threads. No count is delivered twice.
+func (s *session) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return errors.New("sync: the session has stopped")
+	}
+	s.lastSync++
+	seq, done := s.lastSync, make(chan struct{})
+	s.syncs[seq] = done
+	s.mu.Unlock()
+	if err := s.waitMarker(ctx, seq, done); err != nil {
+		s.mu.Lock()
+		delete(s.syncs, seq)
+		s.mu.Unlock()
+		return fmt.Errorf("sync: %w", err)
+	}
+	s.c.reps.live(s.id, s.c.readCache, giveTo(*s.c.sessions.Load()))
+	return nil
+}
+
 // flush queues a marker record for this session and waits until the reader
 // has passed it: every record written before it has then been delivered.
 func (s *session) flush(ctx context.Context) error {
+	return s.waitMarker(ctx, 0, s.marker)
+}
+
+// waitMarker queues a marker record with sequence seq (0: Stop's) and
+// waits until done is closed: the reader has passed the marker.
+func (s *session) waitMarker(ctx context.Context, seq int64, done chan struct{}) error {
 	c := s.c
 	wait := time.Millisecond
 	for {
-		ret, err := c.objs.GhMarker.Run(&ebpf.RunOptions{Context: []uint64{uint64(s.id)}})
+		ret, err := c.objs.GhMarker.Run(&ebpf.RunOptions{Context: []uint64{uint64(s.id), uint64(seq)}})
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) {
 				return ErrClosed
@@ -807,7 +851,7 @@ func (s *session) flush(ctx context.Context) error {
 		wait = min(2*wait, 50*time.Millisecond)
 	}
 	select {
-	case <-s.marker:
+	case <-done:
 		return nil
 	case <-c.readerDone:
 		return ErrClosed

@@ -170,8 +170,8 @@ func TestRepeatsCountedInKernel(t *testing.T) {
 	})
 }
 
-// A session that stops while its threads still live gets what their
-// caches counted.
+// A session that syncs or stops while its threads still live gets what
+// their caches counted, once.
 func TestStopCountsLiveThreads(t *testing.T) {
 	forEachBuild(t, func(t *testing.T, f *fixture) {
 		g := newGroup(t, "")
@@ -197,12 +197,20 @@ func TestStopCountsLiveThreads(t *testing.T) {
 		if line != "ready\n" {
 			t.Fatalf("tester said %q (%v), want ready", line, err)
 		}
+		// Sync delivers them while the session goes on, Stop adds
+		// nothing twice.
+		if err := s.(profiling.Syncer).Sync(context.Background()); err != nil {
+			t.Fatalf("Sync: %v", err)
+		}
+		if got := rec.count(isOpen); got != n {
+			t.Errorf("after Sync, delivered %d opens of /dev/null by a live process, want %d", got, n)
+		}
 		rep, err := s.Stop(context.Background())
 		if err != nil {
 			t.Fatalf("Stop: %v", err)
 		}
 		if got := rec.count(isOpen); got != n {
-			t.Errorf("delivered %d opens of /dev/null by a live process, want %d", got, n)
+			t.Errorf("after Stop, delivered %d opens of /dev/null by a live process, want %d", got, n)
 		}
 		if rep.Dropped != 0 {
 			t.Errorf("report %+v, want nothing dropped", rep)

@@ -83,10 +83,9 @@ func (rp *repeats) ended(r *record, g give) {
 }
 
 // live delivers what the caches of threads still alive counted for
-// session id, which is stopping: read returns thread tid's slots
-// (generation | count << 32), or false if it has no cache. Entries left
-// with no active session (active) are forgotten.
-func (rp *repeats) live(id uint32, read func(tid uint32) ([cacheSlots]uint64, bool), active func(id uint32) bool, g give) {
+// session id: read returns thread tid's slots (generation | count << 32),
+// or false if it has no cache.
+func (rp *repeats) live(id uint32, read func(tid uint32) ([cacheSlots]uint64, bool), g give) {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	type cache struct {
@@ -103,10 +102,19 @@ func (rp *repeats) live(id uint32, read func(tid uint32) ([cacheSlots]uint64, bo
 			c.slots, c.ok = read(k.tid)
 			read1[k.tid] = c
 		}
-		if slots := c.slots; c.ok && uint32(slots[k.slot]) == e.gen {
-			rp.deliver(e, uint32(slots[k.slot]>>32), g)
+		if c.ok && uint32(c.slots[k.slot]) == e.gen {
+			rp.deliver(e, uint32(c.slots[k.slot]>>32), g)
 		}
-		if !slices.ContainsFunc(e.sess, func(s uint32) bool { return s != id && active(s) }) {
+	}
+}
+
+// forget drops the opens of session id, which stopped, that no other
+// active session (active) shares.
+func (rp *repeats) forget(id uint32, active func(id uint32) bool) {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	for k, e := range rp.m {
+		if slices.Contains(e.sess, id) && !slices.ContainsFunc(e.sess, func(s uint32) bool { return s != id && active(s) }) {
 			delete(rp.m, k)
 		}
 	}

@@ -65,16 +65,22 @@ func TestRepeatsLive(t *testing.T) {
 		s, ok := kernel[tid]
 		return s, ok
 	}
-	active := func(id uint32) bool { return id == 2 }
-	rp.live(1, read, active, got.give)
+	rp.live(1, read, got.give)
 	if got["/a"] != 3 || got["/b"] != 5 || got["/c"] != 0 {
 		t.Fatalf("live: %v", got)
 	}
 	if reads != 1 {
 		t.Errorf("thread 7's cache read %d times, want once", reads)
 	}
-	// /a had session 1 only: forgotten. /b is also session 2's, still
-	// active: kept, and what was delivered is remembered.
+	// Read again: what was delivered is remembered.
+	kernel[7] = [cacheSlots]uint64{10 | 4<<32, 11 | 5<<32}
+	rp.live(1, read, got.give)
+	if got["/a"] != 4 || got["/b"] != 5 {
+		t.Fatalf("live again: %v", got)
+	}
+	// Session 1 stops: /a had session 1 only and is forgotten; /b is also
+	// session 2's, still active, and kept.
+	rp.forget(1, func(id uint32) bool { return id == 2 })
 	if rp.len() != 2 {
 		t.Fatalf("%d opens followed after session 1 stopped, want 2", rp.len())
 	}

@@ -2166,9 +2166,11 @@ int gh_exit(struct bpf_raw_tracepoint_args *ctx)
 
 /*
  * Flush barrier: user space runs this program (BPF_PROG_TEST_RUN) with the
- * session id in args[0]. The marker is queued after every record already
- * written, so once the reader sees it, it has seen everything before it.
- * Returns 0 on success, 1 when the ring buffer is full (retry).
+ * session id in args[0] and a sequence in args[1] (0 for Stop's, else a
+ * Sync's), which the marker carries in ret. The marker is queued after
+ * every record already written, so once the reader sees it, it has seen
+ * everything before it. Returns 0 on success, 1 when the ring buffer is
+ * full (retry).
  */
 SEC("raw_tracepoint/gh_marker")
 int gh_marker(struct bpf_raw_tracepoint_args *ctx)
@@ -2181,6 +2183,7 @@ int gh_marker(struct bpf_raw_tracepoint_args *ctx)
 	h->kind = GH_EV_MARKER;
 	h->sess[0] = (__u32)ctx->args[0];
 	h->nsess = 1;
+	h->ret = ctx->args[1];
 	bpf_ringbuf_submit(h, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }

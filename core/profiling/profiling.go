@@ -84,6 +84,16 @@ type Session interface {
 	Stop(ctx context.Context) (Report, error)
 }
 
+// Syncer is implemented by sessions that hold counts they have not yet
+// delivered while the target runs: the host collector counts a thread's
+// repeated opens in the kernel and delivers them when the thread moves on
+// to other files, exits, or the session stops. Sync delivers what was
+// counted until the call and keeps observing. Rolling receipts call it
+// before they cut a window.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
 // Sink receives a session's events. A session calls Add from one goroutine
 // at a time and never after Stop returns. ev is the sink's only until Add
 // returns (collectors reuse it for the next event): a sink that keeps an

@@ -16,7 +16,7 @@
 #define GH_EV_EXEC 2        /* successful exec: s0 exe, s1 argv (NUL separated), s2 cwd */
 #define GH_EV_EXIT 3        /* last thread of a process exited: ret = wait status */
 #define GH_EV_SYSCALL 4     /* a traced syscall returned: nr, ret, strings per nr */
-#define GH_EV_MARKER 5      /* flush barrier requested by user space: sess[0] */
+#define GH_EV_MARKER 5      /* flush barrier requested by user space: sess[0], ret = sequence (0: Stop) */
 #define GH_EV_COMPAT 6      /* a 32-bit (int 0x80) file/net/exec syscall: nr is the i386 number */
 #define GH_EV_COUNTS 7      /* a thread's open cache ended (the thread exited, exec'd from a non-leader
                              * thread, or its sessions changed): the header is followed by
