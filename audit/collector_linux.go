@@ -615,12 +615,12 @@ type session struct {
 	marker  chan struct{}
 
 	// mu serialises the reader's deliveries with Stop.
-	mu           sync.Mutex
-	stopped      bool
-	sawMarker    bool
+	mu        sync.Mutex
+	stopped   bool
+	sawMarker bool
 	// syncs are the Sync calls waiting for their marker, by sequence.
-	syncs    map[int64]chan struct{}
-	lastSync int64
+	syncs        map[int64]chan struct{}
+	lastSync     int64
 	events       int64
 	decodeErrors int64
 	truncated    int64
