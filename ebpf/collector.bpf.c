@@ -424,8 +424,31 @@ static __always_inline void remember_match(struct last_match *l, __u64 cg, __u64
 	l->seq = seq + 2;
 }
 
+/* Sessions of cgroup cg at generation gen, through the hash map's cache. */
+static __always_inline int cgroup_match(struct match *m, __u64 cg, __u64 gen)
+{
+	struct cached_match *c = bpf_map_lookup_elem(&match_cache, &cg);
+	if (c && c->gen == gen) {
+		*m = c->m;
+		return m->n;
+	}
+	return gh_match_walk(m, cg, gen);
+}
+
 /* Sessions of the current task: its cgroup and every ancestor. */
 static __always_inline int current_match(struct match *m)
+{
+	__u32 zero = 0;
+	__u64 *genp = bpf_map_lookup_elem(&targets_gen, &zero);
+	if (!genp)
+		return 0;
+	return cgroup_match(m, bpf_get_current_cgroup_id(), *genp);
+}
+
+/* current_match behind the CPU's last match, for the raw build's syscall
+ * exit (the other programs run too rarely to gain from it, and each copy
+ * adds to the verifier's work at load). */
+static __always_inline int current_match_last(struct match *m)
 {
 	__u32 zero = 0;
 	__u64 *genp = bpf_map_lookup_elem(&targets_gen, &zero);
@@ -436,11 +459,7 @@ static __always_inline int current_match(struct match *m)
 	struct last_match *l = bpf_map_lookup_elem(&last_matches, &zero);
 	if (l && last_match(l, cg, gen, m))
 		return m->n;
-	struct cached_match *c = bpf_map_lookup_elem(&match_cache, &cg);
-	if (c && c->gen == gen)
-		*m = c->m;
-	else
-		gh_match_walk(m, cg, gen);
+	cgroup_match(m, cg, gen);
 	if (l)
 		remember_match(l, cg, gen, m);
 	return m->n;
@@ -487,7 +506,7 @@ __attribute__((noinline)) int gh_current_match_btf(struct match *m)
 
 static __always_inline int match_current(struct match *m, const int btf)
 {
-	return btf ? gh_current_match_btf(m) : current_match(m);
+	return btf ? gh_current_match_btf(m) : current_match_last(m);
 }
 
 struct cgwalk {
