@@ -544,11 +544,11 @@ func giveTo(sessions map[uint32]*session) give {
 }
 
 // readCache returns the slots of thread tid's open cache (generation |
-// repeats << 32), if it has one.
+// repeats << 32), if it has one: entry tid % cacheThreads, if tid owns it.
 func (c *Collector) readCache(tid uint32) ([cacheSlots]uint64, bool) {
 	var v collector.BPFFcache
 	var slots [cacheSlots]uint64
-	if err := c.objs.Fcaches.Lookup(tid, &v); err != nil {
+	if err := c.objs.Fcaches.Lookup(tid%cacheThreads, &v); err != nil || v.Tid != tid {
 		return slots, false
 	}
 	for i := range slots {

@@ -37,6 +37,8 @@ const (
 	maxSess    = 4
 	headerSize = 104
 	cacheSlots = 8
+	// cacheThreads is the number of open caches (GH_CACHE_THREADS).
+	cacheThreads = 4096
 	// countsSize is the size of an evCounts record: the header and a
 	// struct gh_count per slot.
 	countsSize = headerSize + 8*cacheSlots

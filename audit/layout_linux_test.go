@@ -47,4 +47,15 @@ func TestLayoutMatchesBPF(t *testing.T) {
 	if len(e.Sess) != maxSess || len(e.Len) != numStrings {
 		t.Errorf("%d sessions and %d strings per record, decoder assumes %d and %d", len(e.Sess), len(e.Len), maxSess, numStrings)
 	}
+	var fc collector.BPFFcache
+	if len(fc.S) != cacheSlots {
+		t.Errorf("%d slots per open cache, decoder assumes %d", len(fc.S), cacheSlots)
+	}
+	spec, err := collector.LoadBPF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := spec.Maps[collector.BPFMapFcaches].MaxEntries; n != cacheThreads {
+		t.Errorf("%d open caches, the reader assumes %d", n, cacheThreads)
+	}
 }

@@ -8,9 +8,9 @@ import (
 )
 
 // maxCachedOpens bounds the opens repeats follows: twice what the kernel's
-// caches can hold at once (8192 threads of cacheSlots slots), so that only
-// entries leaked by lost records can fill it.
-const maxCachedOpens = 2 * 8192 * cacheSlots
+// caches can hold at once, so that only entries leaked by lost records can
+// fill it.
+const maxCachedOpens = 2 * cacheThreads * cacheSlots
 
 // repeats follows the opens the kernel's per-thread open caches hold
 // (struct gh_cache_ref in ebpf/include/glasshouse.h), so that the repeats

@@ -555,31 +555,29 @@ struct fslot {
 	struct file_id id;
 	__u64 flags;   /* the open's flags, exactly */
 	__u64 epoch;
+	__u64 cand;    /* dentry of the last open that missed here (admission) */
 };
 
 struct fcache {
+	__u32 tid;       /* the thread that owns the entry, 0: free */
+	__u32 admit;     /* 1 + the slot the current open may take, or 0 */
 	struct match m;  /* the sessions the slots were recorded for */
 	struct fslot s[GH_CACHE_SLOTS];
 };
 
-/* Thread id -> its open cache. Only the thread writes its entry (user
- * space reads it); the thread's exit sends and deletes it. A thread that
- * finds the map full sends every open. */
+/*
+ * Open caches, entry tid % GH_CACHE_THREADS for thread tid: an array, whose
+ * lookup is a few instructions where a hash map's is a call and a hash.
+ * A thread claims a free entry at its first observed open and frees it at
+ * its exit, emptied. Only the owner writes its entry (user space reads
+ * it); a thread whose entry another live thread holds sends every open.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GH_CACHE_THREADS);
 	__type(key, __u32);
 	__type(value, struct fcache);
 } fcaches SEC(".maps");
-
-/* An empty cache to insert (never written). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fcache);
-} fcache_zero SEC(".maps");
 
 /* [0] counts renames and mount changes by any process on the host: a
  * slot recorded at another value is a miss. [1] hands out generations. */
@@ -646,14 +644,53 @@ static __always_inline void send_counts(struct fcache *fc, __u32 pid, __u32 tid)
 	bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
 }
 
-/* Ends thread tid's cache, if it has one. */
+/* Thread tid's cache, or 0 if it has none. */
+static __always_inline struct fcache *thread_cache(__u32 tid)
+{
+	__u32 k = tid & (GH_CACHE_THREADS - 1);
+	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &k);
+	if (!fc || fc->tid != tid)
+		return 0;
+	return fc;
+}
+
+/* Empties a cache for the sessions of m. */
+static __always_inline void reset_cache(struct fcache *fc, const struct match *m)
+{
+	for (int i = 0; i < GH_CACHE_SLOTS; i++) {
+		fc->s[i].gc = 0;
+		fc->s[i].cand = 0;
+	}
+	fc->m = *m;
+	fc->admit = 0;
+}
+
+/* Thread tid's cache, claimed for the sessions of m if it has none; 0 if
+ * another live thread holds its entry. */
+static __always_inline struct fcache *claim_cache(__u32 tid, const struct match *m)
+{
+	__u32 k = tid & (GH_CACHE_THREADS - 1);
+	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &k);
+	if (!fc)
+		return 0;
+	if (fc->tid == tid)
+		return fc;
+	if (fc->tid || __sync_val_compare_and_swap(&fc->tid, 0, tid) != 0)
+		return 0;
+	reset_cache(fc, m);
+	return fc;
+}
+
+/* Ends thread tid's cache, if it has one: sends it, empties and frees it. */
 static __always_inline void end_cache(__u32 pid, __u32 tid)
 {
-	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
+	struct fcache *fc = thread_cache(tid);
 	if (!fc)
 		return;
 	send_counts(fc, pid, tid);
-	bpf_map_delete_elem(&fcaches, &tid);
+	reset_cache(fc, &fc->m);
+	asm volatile("" ::: "memory");
+	fc->tid = 0;
 }
 
 /* The slot a file takes, by its name's hash (struct qstr's hash_len: the
@@ -1669,30 +1706,57 @@ static __always_inline void file_ident(struct file_id *id, struct file *f, const
 	}
 }
 
-/* A successful open of a file the thread's cache holds, for the same
+/*
+ * A successful open of a file the thread's cache holds, for the same
  * sessions, with the same flags and at the same path epoch: counts it in
- * the slot and returns 1 (no record). */
+ * the slot and returns 1 (no record). On a miss, decides whether the file
+ * may take its slot (fc->admit, for cache_open): when it is the second
+ * open in a row to miss there. Files opened once each (a Python import)
+ * then cost no install and no record for the reader to follow, only this
+ * check.
+ */
 static __always_inline int open_repeat(struct inflight *in, long ret, const int btf)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
-	if (!fc || !same_match(&fc->m, &in->m))
+	__u64 pidtgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pidtgid;
+	struct fcache *fc = claim_cache(tid, &in->m);
+	if (!fc)
 		return 0;
+	fc->admit = 0;
+	if (!same_match(&fc->m, &in->m)) {
+		/* The thread's sessions changed: the counts go to the sessions
+		 * they were recorded for, and the cache starts over. */
+		send_counts(fc, pidtgid >> 32, tid);
+		reset_cache(fc, &in->m);
+		return 0;
+	}
 	struct file *f = fd_file(current_task(btf), ret, btf);
 	if (!f)
 		return 0;
 	struct path fp = file_path(f, btf);
-	struct file_id id = {};
-	file_ident(&id, f, &fp, btf);
-	struct fslot *s = &fc->s[slot_of(id.hashlen)];
+	__u64 hashlen;
+	if (btf)
+		hashlen = KCAST(btf, struct dentry, fp.dentry)->d_name.hash_len;
+	else
+		hashlen = BPF_CORE_READ(fp.dentry, d_name.hash_len);
+	__u32 i = slot_of(hashlen);
+	struct fslot *s = &fc->s[i];
 	__u64 gc = s->gc;
-	if (!(__u32)gc || (gc >> 32) >= 0x7fffffff)
-		return 0;
-	if (s->id.dentry != id.dentry || s->id.mnt != id.mnt || s->id.inode != id.inode || s->id.parent != id.parent ||
-	    s->id.hashlen != id.hashlen || s->epoch != path_epoch() || s->flags != open_flags(in))
-		return 0;
-	s->gc = gc + (1ULL << 32);
-	return 1;
+	if ((__u32)gc && (gc >> 32) < 0x7fffffff && s->id.dentry == (__u64)fp.dentry) {
+		struct file_id id = {};
+		file_ident(&id, f, &fp, btf);
+		if (s->id.mnt == id.mnt && s->id.inode == id.inode && s->id.parent == id.parent &&
+		    s->id.hashlen == id.hashlen && s->epoch == path_epoch() && s->flags == open_flags(in)) {
+			s->gc = gc + (1ULL << 32);
+			return 1;
+		}
+	}
+	if (s->cand == (__u64)fp.dentry) {
+		fc->admit = i + 1;
+		return 2;
+	}
+	s->cand = (__u64)fp.dentry;
+	return 0;
 }
 
 __attribute__((noinline)) int gh_open_repeat(struct inflight *in, long ret)
@@ -1709,33 +1773,20 @@ __attribute__((noinline)) int gh_open_repeat_btf(struct inflight *in, long ret)
 	return open_repeat(in, ret, 1);
 }
 
-/* Puts the file of an open whose record h is being written in the
- * thread's cache, under a new generation, and says so in h. epoch is the
- * path epoch read before the path was. A thread whose sessions changed
- * sends its cache first (the counts belong to the sessions they were
- * recorded for). */
-static __always_inline void cache_open(struct gh_event *h, const struct match *m, struct file *f, __u64 epoch, const int btf)
+/* Puts the file of an open whose record h is being written in the slot
+ * open_repeat admitted it to, under a new generation, and says so in h.
+ * epoch is the path epoch read before the path was. */
+static __always_inline void cache_open(struct gh_event *h, struct file *f, __u64 epoch, const int btf)
 {
-	if (!h || !m)
+	if (!h)
 		return;
-	__u64 pidtgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pidtgid;
-	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
-	if (!fc) {
-		__u32 zero = 0;
-		struct fcache *empty = bpf_map_lookup_elem(&fcache_zero, &zero);
-		if (!empty || bpf_map_update_elem(&fcaches, &tid, empty, BPF_NOEXIST))
-			return;
-		fc = bpf_map_lookup_elem(&fcaches, &tid);
-		if (!fc)
-			return;
-		fc->m = *m;
-	} else if (!same_match(&fc->m, m)) {
-		send_counts(fc, pidtgid >> 32, tid);
-		for (int i = 0; i < GH_CACHE_SLOTS; i++)
-			fc->s[i].gc = 0;
-		fc->m = *m;
-	}
+	struct fcache *fc = thread_cache((__u32)bpf_get_current_pid_tgid());
+	if (!fc)
+		return;
+	__u32 admit = fc->admit;
+	fc->admit = 0;
+	if (!admit)
+		return;
 	__u32 one = 1;
 	__u64 *next = bpf_map_lookup_elem(&cache_seq, &one);
 	if (!next)
@@ -1744,12 +1795,7 @@ static __always_inline void cache_open(struct gh_event *h, const struct match *m
 	if (!gen)
 		return;
 	struct path fp = file_path(f, btf);
-	__u64 hashlen;
-	if (btf)
-		hashlen = KCAST(btf, struct dentry, fp.dentry)->d_name.hash_len;
-	else
-		hashlen = BPF_CORE_READ(fp.dentry, d_name.hash_len);
-	__u32 i = slot_of(hashlen);
+	__u32 i = (admit - 1) & (GH_CACHE_SLOTS - 1);
 	struct fslot *s = &fc->s[i];
 	__u64 gc = s->gc;
 	struct gh_cache_ref *ref = (struct gh_cache_ref *)h->addr;
@@ -1771,7 +1817,7 @@ __attribute__((noinline)) int gh_cache_open(struct gh_event *h, struct inflight 
 {
 	if (!in || !pb)
 		return 0;
-	cache_open(h, &in->m, (struct file *)pb->arg_file, epoch, 0);
+	cache_open(h, (struct file *)pb->arg_file, epoch, 0);
 	return 0;
 }
 
@@ -1779,7 +1825,7 @@ __attribute__((noinline)) int gh_cache_open_btf(struct gh_event *h, struct infli
 {
 	if (!in || !pb)
 		return 0;
-	cache_open(h, &in->m, (struct file *)pb->arg_file, epoch, 1);
+	cache_open(h, (struct file *)pb->arg_file, epoch, 1);
 	return 0;
 }
 
@@ -1792,8 +1838,7 @@ static __always_inline void uncache(const struct gh_event *h, const struct match
 	const struct gh_cache_ref *ref = (const struct gh_cache_ref *)h->addr;
 	if (ref->prev_count)
 		drop_events(m, ref->prev_count);
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct fcache *fc = bpf_map_lookup_elem(&fcaches, &tid);
+	struct fcache *fc = thread_cache((__u32)bpf_get_current_pid_tgid());
 	if (!fc)
 		return;
 	struct fslot *s = &fc->s[ref->slot & (GH_CACHE_SLOTS - 1)];
@@ -1801,7 +1846,7 @@ static __always_inline void uncache(const struct gh_event *h, const struct match
 		s->gc = 0;
 }
 
-static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_struct *task, struct inflight *in, long ret, const int btf)
+static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_struct *task, struct inflight *in, long ret, int admit, const int btf)
 {
 	struct gh_event *h = (struct gh_event *)b->data;
 	struct plan pl = {};
@@ -1822,7 +1867,7 @@ static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_str
 		p = put_path(b, p, 0, fp.dentry, fp.mnt, btf);
 		__u32 zero = 0;
 		struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
-		if (pb && cached_open(in->nr)) {
+		if (pb && admit) {
 			pb->arg_file = (__u64)f;
 			if (btf)
 				gh_cache_open_btf(h, in, pb, epoch);
@@ -1950,7 +1995,7 @@ __attribute__((noinline)) int gh_exit_net(struct inflight *in, long ret)
 	return 0;
 }
 
-static __always_inline int exit_other_call(struct inflight *in, long ret, const int btf)
+static __always_inline int exit_other_call(struct inflight *in, long ret, int admit, const int btf)
 {
 	if (!in)
 		return 0;
@@ -1983,7 +2028,7 @@ static __always_inline int exit_other_call(struct inflight *in, long ret, const 
 		set_process_fields(h);
 		/* fall through */
 	default:
-		p = exit_file(b, p, task, in, ret, btf);
+		p = exit_file(b, p, task, in, ret, admit, btf);
 		break;
 	}
 	if (submit(b, p, &in->m) && (h->flags & GH_F_CACHED))
@@ -1992,15 +2037,16 @@ static __always_inline int exit_other_call(struct inflight *in, long ret, const 
 }
 
 /* Global functions: the verifier checks the file calls once, not once for
- * each call number the exit program's switch leads to them with. */
-__attribute__((noinline)) int gh_exit_other(struct inflight *in, long ret)
+ * each call number the exit program's switch leads to them with. admit
+ * says the open may take a slot of the thread's open cache. */
+__attribute__((noinline)) int gh_exit_other(struct inflight *in, long ret, int admit)
 {
-	return exit_other_call(in, ret, 0);
+	return exit_other_call(in, ret, admit, 0);
 }
 
-__attribute__((noinline)) int gh_exit_other_btf(struct inflight *in, long ret)
+__attribute__((noinline)) int gh_exit_other_btf(struct inflight *in, long ret, int admit)
 {
-	return exit_other_call(in, ret, 1);
+	return exit_other_call(in, ret, admit, 1);
 }
 
 /*
@@ -2060,16 +2106,22 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret, const int bt
 	} else if (gh_read_args(&in, (__u64)regs)) {
 		return 0;
 	}
-	if (ret >= 0 && cached_open(nr) && (btf ? gh_open_repeat_btf(&in, ret) : gh_open_repeat(&in, ret)))
-		return 0;
+	/* A repeated open is counted in the thread's open cache (1); a miss
+	 * may take a slot (2). */
+	int cache = 0;
+	if (ret >= 0 && cached_open(nr)) {
+		cache = btf ? gh_open_repeat_btf(&in, ret) : gh_open_repeat(&in, ret);
+		if (cache == 1)
+			return 0;
+	}
 	if (net_call(nr)) {
 		gh_exit_net(&in, ret);
 		return 0;
 	}
 	if (btf)
-		gh_exit_other_btf(&in, ret);
+		gh_exit_other_btf(&in, ret, cache == 2);
 	else
-		gh_exit_other(&in, ret);
+		gh_exit_other(&in, ret, cache == 2);
 	return 0;
 }
 

@@ -344,10 +344,20 @@ static int repeats(void)
 		snprintf(name, sizeof name, "d/f%d", i);
 		openn(name, O_WRONLY | O_CREAT, 1);
 	}
+	/* More files than the cache holds, each opened three times in a row
+	 * (a miss, the open that takes a slot, a repeat): the slots change
+	 * hands with repeats to carry. Then each once, three rounds over:
+	 * never twice in a row in its slot, so never cached. */
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 20; i++) {
+			snprintf(name, sizeof name, "d/f%d", i);
+			openn(name, O_RDONLY, 3);
+		}
+	}
 	for (int round = 0; round < 3; round++) {
 		for (int i = 0; i < 20; i++) {
 			snprintf(name, sizeof name, "d/f%d", i);
-			openn(name, O_RDONLY, 1);
+			openn(name, O_RDONLY | O_CLOEXEC, 1);
 		}
 	}
 	openn("c", O_WRONLY | O_CREAT, 1);

@@ -55,8 +55,10 @@ type BPFEvbuf struct {
 }
 
 type BPFFcache struct {
-	_ structs.HostLayout
-	M struct {
+	_     structs.HostLayout
+	Tid   uint32
+	Admit uint32
+	M     struct {
 		_    structs.HostLayout
 		Sess [4]uint32
 		Slot [4]uint32
@@ -77,6 +79,7 @@ type BPFFcache struct {
 		}
 		Flags uint64
 		Epoch uint64
+		Cand  uint64
 	}
 }
 
@@ -157,7 +160,6 @@ const (
 	BPFMapDrops           = "drops"
 	BPFMapEvbufs          = "evbufs"
 	BPFMapEvents          = "events"
-	BPFMapFcacheZero      = "fcache_zero"
 	BPFMapFcaches         = "fcaches"
 	BPFMapLastMatches     = "last_matches"
 	BPFMapMatchCache      = "match_cache"
@@ -253,7 +255,6 @@ type BPFMapSpecs struct {
 	Drops           *ebpf.MapSpec `ebpf:"drops"`
 	Evbufs          *ebpf.MapSpec `ebpf:"evbufs"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
-	FcacheZero      *ebpf.MapSpec `ebpf:"fcache_zero"`
 	Fcaches         *ebpf.MapSpec `ebpf:"fcaches"`
 	LastMatches     *ebpf.MapSpec `ebpf:"last_matches"`
 	MatchCache      *ebpf.MapSpec `ebpf:"match_cache"`
@@ -301,7 +302,6 @@ type BPFMaps struct {
 	Drops           *ebpf.Map `ebpf:"drops"`
 	Evbufs          *ebpf.Map `ebpf:"evbufs"`
 	Events          *ebpf.Map `ebpf:"events"`
-	FcacheZero      *ebpf.Map `ebpf:"fcache_zero"`
 	Fcaches         *ebpf.Map `ebpf:"fcaches"`
 	LastMatches     *ebpf.Map `ebpf:"last_matches"`
 	MatchCache      *ebpf.Map `ebpf:"match_cache"`
@@ -322,7 +322,6 @@ func (m *BPFMaps) Close() error {
 		m.Drops,
 		m.Evbufs,
 		m.Events,
-		m.FcacheZero,
 		m.Fcaches,
 		m.LastMatches,
 		m.MatchCache,

@@ -43,6 +43,7 @@
 #define GH_PATH_COMPONENTS 96       /* deepest path walked (dentries + mounts) */
 #define GH_CGROUP_LEVELS 32         /* deepest cgroup nesting searched for targets */
 #define GH_CACHE_SLOTS 8            /* files a thread's open cache holds */
+#define GH_CACHE_THREADS 4096       /* open caches: thread tid's is entry tid % GH_CACHE_THREADS */
 
 struct gh_event {
 	__u64 ktime;        /* bpf_ktime_get_ns (CLOCK_MONOTONIC); 0 in file and network records */

@@ -3,7 +3,9 @@
 // strace -f, all in one run. scripts/bench-profiling.sh builds and runs it.
 //
 // The workload is the static tester (audit/testdata/tester.c): "spin N"
-// (N open/close pairs) followed by "forkexec M" (M fork+exec), run in a
+// (N open/close pairs of one file, whose repeats the kernel counts without
+// a record) or, with -files churn, "churn N" (N opens of 256 files in
+// turn, a record each), followed by "forkexec M" (M fork+exec), run in a
 // fresh cgroup each time. Variants are interleaved and each is repeated;
 // the median wall time is reported, and each ratio twice: of the medians,
 // and as the median of the rounds' own ratios (a round runs every variant
@@ -13,8 +15,10 @@
 // variant (collector loaded, run not observed) measures that floor. The profiled variant runs with the
 // collector build this kernel gets and, where that is the tp_btf build,
 // also with the raw tracepoint build older kernels get, one collector
-// loaded at a time. A last profiled run, with the kernel's BPF statistics
-// on, gives the exit program's own run time per event.
+// loaded at a time. Two bursts (several processes opening at once, of one
+// file and of many) give the event and record rates the collector
+// sustains. A last profiled run, with the kernel's BPF statistics on,
+// gives the exit program's own run time per event.
 package main
 
 import (
@@ -42,29 +46,55 @@ type counter struct{ n atomic.Int64 }
 
 func (c *counter) Add(*profiling.Event) { c.n.Add(1) }
 
+// options are the command line's.
+type options struct {
+	tester       string
+	opens, execs int
+	// files is the tester command that makes the opens: "spin" (one
+	// file, again and again: the kernel counts the repeats) or "churn"
+	// (256 files in turn: every open is a record).
+	files            string
+	reps, loads      int
+	burst            int
+	strace, exitCost bool
+}
+
 func main() {
-	tester := flag.String("tester", "", "path of the static tester binary")
-	opens := flag.Int("opens", 200000, "open/close pairs per run")
-	execs := flag.Int("execs", 2000, "fork+exec pairs per run")
-	reps := flag.Int("reps", 5, "repetitions of each variant")
-	loads := flag.Int("loads", 5, "collector loads to time")
-	burst := flag.Int("burst", 2, "processes opening files at once in the burst test")
+	var o options
+	flag.StringVar(&o.tester, "tester", "", "path of the static tester binary")
+	flag.IntVar(&o.opens, "opens", 200000, "open/close pairs per run")
+	flag.IntVar(&o.execs, "execs", 2000, "fork+exec pairs per run")
+	flag.StringVar(&o.files, "files", "spin", `what the opens open: "spin" (one file; the kernel counts repeats) or "churn" (256 files in turn; a record each)`)
+	flag.IntVar(&o.reps, "reps", 5, "repetitions of each variant")
+	flag.IntVar(&o.loads, "loads", 5, "collector loads to time (0: none)")
+	flag.IntVar(&o.burst, "burst", 2, "processes opening files at once in the burst tests (0: no bursts)")
+	flag.BoolVar(&o.strace, "strace", true, "also run the workload under strace -f, if installed")
+	flag.BoolVar(&o.exitCost, "exit-cost", true, "time the exit program with the kernel's BPF statistics")
 	flag.Parse()
-	if err := run(*tester, *opens, *execs, *reps, *loads, *burst); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "benchprofile:", err)
 		os.Exit(1)
 	}
 }
 
-func run(tester string, opens, execs, reps, loads, burst int) error {
-	if tester == "" {
+func run(o options) error {
+	tester, opens, execs, reps, loads, burst := o.tester, o.opens, o.execs, o.reps, o.loads, o.burst
+	switch {
+	case tester == "":
 		return errors.New("-tester is required")
+	case o.files != "spin" && o.files != "churn":
+		return fmt.Errorf(`-files is %q: want "spin" or "churn"`, o.files)
+	case reps < 1:
+		return fmt.Errorf("-reps is %d: want at least 1", reps)
 	}
 	layout, err := cgroup.Detect()
 	if err != nil {
 		return err
 	}
-	strace, _ := exec.LookPath("strace")
+	var strace string
+	if o.strace {
+		strace, _ = exec.LookPath("strace")
+	}
 
 	var loadTimes []time.Duration
 	for range loads {
@@ -87,7 +117,12 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 		builds = append(builds, audit.Config{RawTracepoints: true})
 	}
 
-	workload := [][]string{{tester, "spin", strconv.Itoa(opens)}, {tester, "forkexec", strconv.Itoa(execs)}}
+	workload := [][]string{{tester, o.files, strconv.Itoa(opens)}, {tester, "forkexec", strconv.Itoa(execs)}}
+	dir, err := os.MkdirTemp("", "glasshouse-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	var plain, idle, straced []time.Duration
 	profiled := make([][]time.Duration, len(builds))
 	var plainCPU, profiledCPU []time.Duration
@@ -117,6 +152,7 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 		for _, argv := range workload {
 			argv = append(slices.Clone(wrap), argv...)
 			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.Dir = dir
 			if err := g.StartInGroup(cmd); err != nil {
 				return 0, 0, rep, err
 			}
@@ -189,28 +225,40 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 	// event rate the collector sustains and whether it drops anything:
 	// opens of one file, which the kernel counts, and opens of distinct
 	// files ("churn"), each of which is a record in the ring buffer.
-	bursts := make([]burstResult, 2)
-	for i, cmd := range []string{"spin", "churn"} {
-		if bursts[i], err = runBurst(layout, tester, cmd, opens, burst); err != nil {
+	var bursts []burstResult
+	for _, cmd := range []string{"spin", "churn"} {
+		if burst == 0 {
+			break
+		}
+		b, err := runBurst(layout, tester, cmd, opens, burst)
+		if err != nil {
 			return err
 		}
+		bursts = append(bursts, b)
 	}
 	// The exit program's own run time per event, from the kernel's BPF
 	// statistics: the BPF side alone, steadier than wall time on a shared
 	// machine. The statistics are on only for this one profiled run (they
 	// add two clock reads to every program run).
-	exitPerEvent, err := exitCost(func(coll *audit.Collector) (int64, error) {
-		_, _, rep, err := once(coll, nil)
-		return rep.Events, err
-	})
-	if err != nil {
-		return err
+	var exitPerEvent float64
+	if o.exitCost {
+		exitPerEvent, err = exitCost(func(coll *audit.Collector) (int64, error) {
+			_, _, rep, err := once(coll, nil)
+			return rep.Events, err
+		})
+		if err != nil {
+			return err
+		}
 	}
 	os.Remove(layout.Unified + "/glasshouse-bench")
 
 	mp, mf := median(plain), median(profiled[0])
 	perRun := float64(events) / float64(reps*len(builds))
-	fmt.Printf("workload: %d open/close + %d fork/exec, %d runs of each variant (median wall time)\n", opens, execs, reps)
+	what := "one file again and again: the kernel counts the repeats"
+	if o.files == "churn" {
+		what = "256 files in turn: a record each"
+	}
+	fmt.Printf("workload: %d open/close (%s) + %d fork/exec, %d runs of each variant (median wall time)\n", opens, what, execs, reps)
 	var load [3]float64
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Sscan(string(b), &load[0], &load[1], &load[2])
@@ -227,20 +275,25 @@ func run(tester string, opens, execs, reps, loads, burst int) error {
 	}
 	pc, fc := median(plainCPU), median(profiledCPU)
 	fmt.Printf("  workload CPU time   %9.1f ms unprofiled, %.1f ms profiled: ratio %.3f [%.3f] (less sensitive to other load)\n", ms(pc), ms(fc), float64(fc)/float64(pc), pairedRatio(profiledCPU, plainCPU))
-	if len(straced) > 0 {
+	switch {
+	case len(straced) > 0:
 		st := median(straced)
 		fmt.Printf("  strace -f           %9.1f ms   ratio %.3f; profiled is %.1fx faster than strace -f (goal >= 10)\n", ms(st), float64(st)/float64(mp), float64(st)/float64(mf))
-	} else {
+	case o.strace:
 		fmt.Printf("  strace -f           not installed\n")
 	}
 	fmt.Printf("  events per run      %9.0f   rate %.0f events/s during the profiled runs\n", perRun, perRun/mf.Seconds())
 	fmt.Printf("  dropped             %9d   (goal 0)\n", dropped)
-	for i, what := range []string{"of one file, counted in the kernel", "of distinct files, a record each"} {
-		b := bursts[i]
+	for i, b := range bursts {
+		what := []string{"of one file, counted in the kernel", "of 256 files in turn, a record each"}[i]
 		fmt.Printf("  burst               %d processes x %d opens %s: %.0f events/s (%.0f records/s), %d delivered, %d dropped (goal 0 dropped at >= 200k events/s)\n", burst, opens, what, b.rate, b.recordRate, b.events, b.dropped)
 	}
-	fmt.Printf("  collector load      %9.1f ms median of %d (goal <= 150 ms)\n", ms(median(loadTimes)), loads)
-	fmt.Printf("  exit program        %9.0f ns of its own run time per event (kernel BPF statistics, one profiled run; all its runs counted, observed or not)\n", exitPerEvent)
+	if loads > 0 {
+		fmt.Printf("  collector load      %9.1f ms median of %d (goal <= 150 ms)\n", ms(median(loadTimes)), loads)
+	}
+	if o.exitCost {
+		fmt.Printf("  exit program        %9.0f ns of its own run time per event (kernel BPF statistics, one profiled run; all its runs counted, observed or not)\n", exitPerEvent)
+	}
 	return nil
 }
 

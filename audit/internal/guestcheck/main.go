@@ -139,7 +139,7 @@ func run() bool {
 			want[k] = true
 		}
 	}
-	counts := map[string]int64{"read /tmp/rep/a": 5, "read /tmp/rep/b": 5, "write /tmp/rep/b": 2, "read /tmp/rep/c": 4, "read /tmp/rep/d/f7": 3,
+	counts := map[string]int64{"read /tmp/rep/a": 5, "read /tmp/rep/b": 5, "write /tmp/rep/b": 2, "read /tmp/rep/c": 4, "read /tmp/rep/d/f7": 9,
 		"read /tmp/rep/e/x": 2, "read /tmp/rep/e2/x": 3}
 	for _, f := range files {
 		if n, ok := counts[f.Op+" "+f.Path]; ok {
