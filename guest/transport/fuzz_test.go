@@ -27,6 +27,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(AppendFrame(nil, TypeHello, []byte(`{"magic":"glasshouse/transport","min_version":1,"max_version":1}`)))
 	f.Add(AppendFrame(nil, TypeRun, []byte(`{"argv":["python3","main.py"],"env":["A=b"],"timeout_ms":1,"memory_bytes":1,"pids":1,"output_bytes":1,"network":"none","collect":["x"]}`)))
 	f.Add(AppendFrame(nil, TypeEvents, []byte(`{"events":[{"Kind":1,"PID":3,"Argv":["a"]}]}`)))
+	f.Add(AppendFrame(nil, TypeEvents, []byte(`{"events":[{"Kind":5,"PID":3,"Path":"/a","Op":"read","Count":40}]}`)))
 	f.Add(AppendFrame(nil, TypeFile, AppendFileChunk(nil, &FileChunk{Path: "a/b", Data: []byte("x"), Last: true})))
 	f.Add(AppendFrame(nil, TypeExit, []byte(`{"exit_code":1,"notes":["x"]}`)))
 	f.Add(AppendFrame(nil, TypeWake, []byte(`{"entropy":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","host_time_ns":1,"prewarm":true}`)))
