@@ -654,14 +654,13 @@ static __always_inline struct fcache *thread_cache(__u32 tid)
 	return fc;
 }
 
-/* Empties a cache for the sessions of m. */
-static __always_inline void reset_cache(struct fcache *fc, const struct match *m)
+/* Empties a cache. */
+static __always_inline void reset_cache(struct fcache *fc)
 {
 	for (int i = 0; i < GH_CACHE_SLOTS; i++) {
 		fc->s[i].gc = 0;
 		fc->s[i].cand = 0;
 	}
-	fc->m = *m;
 	fc->admit = 0;
 }
 
@@ -677,7 +676,8 @@ static __always_inline struct fcache *claim_cache(__u32 tid, const struct match 
 		return fc;
 	if (fc->tid || __sync_val_compare_and_swap(&fc->tid, 0, tid) != 0)
 		return 0;
-	reset_cache(fc, m);
+	reset_cache(fc);
+	fc->m = *m;
 	return fc;
 }
 
@@ -688,7 +688,7 @@ static __always_inline void end_cache(__u32 pid, __u32 tid)
 	if (!fc)
 		return;
 	send_counts(fc, pid, tid);
-	reset_cache(fc, &fc->m);
+	reset_cache(fc);
 	asm volatile("" ::: "memory");
 	fc->tid = 0;
 }
@@ -1727,7 +1727,8 @@ static __always_inline int open_repeat(struct inflight *in, long ret, const int 
 		/* The thread's sessions changed: the counts go to the sessions
 		 * they were recorded for, and the cache starts over. */
 		send_counts(fc, pidtgid >> 32, tid);
-		reset_cache(fc, &in->m);
+		reset_cache(fc);
+		fc->m = in->m;
 		return 0;
 	}
 	struct file *f = fd_file(current_task(btf), ret, btf);
@@ -1813,17 +1814,17 @@ static __always_inline void cache_open(struct gh_event *h, struct file *f, __u64
 /* cache_open as global functions: off the stack of the exit program's
  * deepest chain of calls (6.1 limits their stacks to 512 bytes together).
  * The file comes in pb->arg_file (see struct pathbuf). */
-__attribute__((noinline)) int gh_cache_open(struct gh_event *h, struct inflight *in, struct pathbuf *pb, __u64 epoch)
+__attribute__((noinline)) int gh_cache_open(struct gh_event *h, struct pathbuf *pb, __u64 epoch)
 {
-	if (!in || !pb)
+	if (!pb)
 		return 0;
 	cache_open(h, (struct file *)pb->arg_file, epoch, 0);
 	return 0;
 }
 
-__attribute__((noinline)) int gh_cache_open_btf(struct gh_event *h, struct inflight *in, struct pathbuf *pb, __u64 epoch)
+__attribute__((noinline)) int gh_cache_open_btf(struct gh_event *h, struct pathbuf *pb, __u64 epoch)
 {
-	if (!in || !pb)
+	if (!pb)
 		return 0;
 	cache_open(h, (struct file *)pb->arg_file, epoch, 1);
 	return 0;
@@ -1862,17 +1863,21 @@ static __always_inline __u32 exit_file(struct evbuf *b, __u32 p, struct task_str
 			mode = BPF_CORE_READ(f, f_inode, i_mode);
 		if ((mode & S_IFMT) != S_IFREG)
 			h->flags |= GH_F_NOTREG0;
-		__u64 epoch = path_epoch();
+		/* Read before the walk: a rename during it makes the slot
+		 * a miss. */
+		__u64 epoch = admit ? path_epoch() : 0;
 		struct path fp = file_path(f, btf);
 		p = put_path(b, p, 0, fp.dentry, fp.mnt, btf);
-		__u32 zero = 0;
-		struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
-		if (pb && admit) {
-			pb->arg_file = (__u64)f;
-			if (btf)
-				gh_cache_open_btf(h, in, pb, epoch);
-			else
-				gh_cache_open(h, in, pb, epoch);
+		if (admit) {
+			__u32 zero = 0;
+			struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+			if (pb) {
+				pb->arg_file = (__u64)f;
+				if (btf)
+					gh_cache_open_btf(h, pb, epoch);
+				else
+					gh_cache_open(h, pb, epoch);
+			}
 		}
 	} else if (pl.path0 || pl.dir0) {
 		/* With no user path (dir0) only the base is written. */
