@@ -526,10 +526,14 @@ func TestAgentOverflowRescanFindsMissed(t *testing.T) {
 	h.mkcg("/r")
 	id := h.mkcg("/r/x")
 	h.waitSession(id)
-	h.agent.mu.Lock()
-	n := len(h.agent.workloads)
-	h.agent.mu.Unlock()
-	if n != 1 {
+	// The session starts before the agent records the workload.
+	workloads := func() int {
+		h.agent.mu.Lock()
+		defer h.agent.mu.Unlock()
+		return len(h.agent.workloads)
+	}
+	waitFor(t, "the workload", func() bool { return workloads() > 0 })
+	if n := workloads(); n != 1 {
 		t.Fatalf("%d workloads", n)
 	}
 }
