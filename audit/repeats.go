@@ -127,10 +127,3 @@ func (rp *repeats) deliver(e *cachedOpen, count uint32, g give) {
 		e.delivered = count
 	}
 }
-
-// len is the number of opens followed.
-func (rp *repeats) len() int {
-	rp.mu.Lock()
-	defer rp.mu.Unlock()
-	return len(rp.m)
-}

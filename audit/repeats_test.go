@@ -41,15 +41,15 @@ func TestRepeatsTookAndEnded(t *testing.T) {
 	if got["/b"] != 6 {
 		t.Errorf("/b: %d repeats delivered, want 6", got["/b"])
 	}
-	if rp.len() != 1 {
-		t.Errorf("%d opens followed after thread 7 ended, want 1 (thread 8's)", rp.len())
+	if len(rp.m) != 1 {
+		t.Errorf("%d opens followed after thread 7 ended, want 1 (thread 8's)", len(rp.m))
 	}
 	// A stale count for a slot that has moved on delivers nothing.
 	end.TID = 8
 	end.Counts[3] = slotCount{Gen: 12, Count: 5}
 	rp.ended(&end, got.give)
-	if got["/c"] != 0 || got["/d"] != 0 || rp.len() != 0 {
-		t.Errorf("after thread 8 ended with a stale count: %v, %d followed", got, rp.len())
+	if got["/c"] != 0 || got["/d"] != 0 || len(rp.m) != 0 {
+		t.Errorf("after thread 8 ended with a stale count: %v, %d followed", got, len(rp.m))
 	}
 }
 
@@ -81,8 +81,8 @@ func TestRepeatsLive(t *testing.T) {
 	// Session 1 stops: /a had session 1 only and is forgotten; /b is also
 	// session 2's, still active, and kept.
 	rp.forget(1, func(id uint32) bool { return id == 2 })
-	if rp.len() != 2 {
-		t.Fatalf("%d opens followed after session 1 stopped, want 2", rp.len())
+	if len(rp.m) != 2 {
+		t.Fatalf("%d opens followed after session 1 stopped, want 2", len(rp.m))
 	}
 	var end record
 	end.Kind, end.TID = evCounts, 7

@@ -75,12 +75,12 @@ struct gh_target {
 
 /*
  * Repeated opens. A thread's successful opens go through a small cache of
- * the files it opened last. A miss sends the open's record, which takes a
- * slot (GH_F_CACHED) under a new generation; an open that hits only counts
- * in the slot. The counts reach user space three ways: the record that
+ * files it opened again. A miss sends the open's record; the second miss
+ * in a row at a slot also takes the slot (GH_F_CACHED) under a new
+ * generation. An open that hits only counts in the slot. The counts reach user space three ways: the record that
  * takes a slot carries what the slot held before (prev_*), a GH_EV_COUNTS
  * record carries every slot when the cache ends, and user space reads the
- * cache of a thread still alive when its session stops.
+ * cache of a thread still alive when its session syncs or stops.
  */
 struct gh_cache_ref {
 	__u32 slot;
